@@ -1,0 +1,227 @@
+"""Plumbing every vla_ros node shares: QoS profiles, validated parameters, diagnostics, main()."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+
+SENSOR_QOS = qos_profile_sensor_data
+"""Camera and scan inputs: best effort, so a slow consumer drops frames instead of queueing them."""
+
+LATEST_ONLY_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT
+)
+"""Internal frame hand-off: only the newest frame matters, older ones are dropped, never queued."""
+
+COMMAND_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE
+)
+"""Velocity/gripper commands and small status messages."""
+
+LATCHED_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+"""E-stop and instruction: a late joiner must still see the last value."""
+
+ParamValue = bool | int | float | str | list
+
+
+class ParameterError(ValueError):
+    """A parameter file or override that the node refuses to start with."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter: default (which fixes its type), documentation and bounds."""
+
+    name: str
+    default: ParamValue
+    description: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] | None = None
+    read_only: bool = False
+    type_: Parameter.Type | None = None
+
+    def check(self, value: Any) -> str | None:
+        """Reason the value is unacceptable, or None."""
+        numbers = value if isinstance(value, list | tuple) else [value]
+        for number in numbers:
+            if isinstance(number, bool) or not isinstance(number, int | float):
+                continue
+            if not math.isfinite(number):
+                return f"{self.name} must be finite, got {number}"
+            if self.min is not None and number < self.min:
+                return f"{self.name} must be >= {self.min}, got {number}"
+            if self.max is not None and number > self.max:
+                return f"{self.name} must be <= {self.max}, got {number}"
+        if self.choices is not None and value not in self.choices:
+            return f"{self.name} must be one of {list(self.choices)}, got {value!r}"
+        return None
+
+    def descriptor(self) -> ParameterDescriptor:
+        descriptor = ParameterDescriptor(
+            name=self.name, description=self.description, read_only=self.read_only
+        )
+        if self.choices is not None:
+            descriptor.additional_constraints = f"one of {list(self.choices)}"
+        is_float = isinstance(self.default, float) and not isinstance(self.default, bool)
+        is_int = isinstance(self.default, int) and not isinstance(self.default, bool)
+        if self.min is not None and self.max is not None:
+            if is_float:
+                descriptor.floating_point_range = [
+                    FloatingPointRange(from_value=float(self.min), to_value=float(self.max))
+                ]
+            elif is_int:
+                descriptor.integer_range = [
+                    IntegerRange(from_value=int(self.min), to_value=int(self.max))
+                ]
+        return descriptor
+
+
+class NodeParameters:
+    """Declares parameters, validates them at start-up and on every `set_parameters`.
+
+    `validate` sees the full proposed value set and returns a refusal reason (or None), so
+    cross-field rules (min <= max, sizes) are enforced at run time too. `on_change` runs after an
+    accepted change so the node can push the new values into its ROS-free core.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        specs: Sequence[ParamSpec],
+        validate: Callable[[Mapping[str, Any]], str | None] | None = None,
+    ) -> None:
+        self._specs = {spec.name: spec for spec in specs}
+        self._validate = validate
+        self._listeners: list[Callable[[Mapping[str, Any]], None]] = []
+        values: dict[str, Any] = {}
+        for spec in specs:
+            try:
+                declared = node.declare_parameter(
+                    spec.name,
+                    spec.type_ if spec.type_ is not None else spec.default,
+                    spec.descriptor(),
+                )
+            except Exception as exc:  # rclpy raises several unrelated types here
+                raise ParameterError(f"parameter '{spec.name}': {exc}") from exc
+            value = declared.value
+            if value is None:
+                value = spec.default
+            values[spec.name] = _plain(value)
+        self.values: dict[str, Any] = values
+        reason = self._refusal(values)
+        if reason is not None:
+            raise ParameterError(reason)
+        node.add_on_set_parameters_callback(self._on_set)
+
+    def add_listener(self, listener: Callable[[Mapping[str, Any]], None]) -> None:
+        """Called with the full value set after each accepted change."""
+        self._listeners.append(listener)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def _refusal(self, values: Mapping[str, Any]) -> str | None:
+        for name, value in values.items():
+            spec = self._specs.get(name)
+            if spec is not None and (reason := spec.check(value)) is not None:
+                return reason
+        return self._validate(values) if self._validate is not None else None
+
+    def _on_set(self, parameters: list[Parameter]) -> SetParametersResult:
+        proposed = dict(self.values)
+        for parameter in parameters:
+            if parameter.name in self._specs:
+                spec = self._specs[parameter.name]
+                if spec.read_only:
+                    return SetParametersResult(
+                        successful=False, reason=f"{parameter.name} is read-only at run time"
+                    )
+                proposed[parameter.name] = _plain(parameter.value)
+        reason = self._refusal(proposed)
+        if reason is not None:
+            return SetParametersResult(successful=False, reason=reason)
+        self.values = proposed
+        for listener in self._listeners:
+            listener(self.values)
+        return SetParametersResult(successful=True)
+
+
+def _plain(value: Any) -> Any:
+    """rclpy hands arrays back as array.array or numpy; the core wants plain lists."""
+    if isinstance(value, str | bytes | bool | int | float) or value is None:
+        return value
+    return list(value)
+
+
+def diagnostic_array(
+    node: Node, name: str, level: bytes, message: str, values: Mapping[str, Any]
+) -> DiagnosticArray:
+    """One DiagnosticStatus stamped now; `level` is DiagnosticStatus.OK, WARN or ERROR."""
+    status = DiagnosticStatus(
+        level=level,
+        name=name,
+        message=message,
+        hardware_id=node.get_fully_qualified_name(),
+        values=[KeyValue(key=str(key), value=_format(value)) for key, value in values.items()],
+    )
+    array = DiagnosticArray(status=[status])
+    array.header.stamp = node.get_clock().now().to_msg()
+    return array
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def run_node(
+    node_factory: Callable[[], Node], args: Sequence[str] | None = None, threads: int = 4
+) -> int:
+    """Console-script body: init, spin on a multi-threaded executor, clean shutdown on Ctrl-C."""
+    rclpy.init(args=list(args) if args is not None else sys.argv)
+    node: Node | None = None
+    try:
+        node = node_factory()
+        executor = MultiThreadedExecutor(num_threads=threads)
+        executor.add_node(node)
+        executor.spin()
+    except ParameterError as exc:
+        print(f"[FATAL] invalid parameters: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0

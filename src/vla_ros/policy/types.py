@@ -1,0 +1,76 @@
+"""The policy <-> node contract, free of torch so nodes and test stubs stay light."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+ActionSpace = Literal["mobile3", "arm7"]
+
+MOTION_DOF: dict[str, int] = {"mobile3": 3, "arm7": 6}
+"""Continuous motion dimensions per action space (arm7 adds a binary gripper on top)."""
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What a node must know about a policy without loading it."""
+
+    action_space: ActionSpace
+    chunk: int
+    window: int
+    action_period_s: float
+    image_size: int
+    model_id: str = "unknown"
+    device: str = "cpu"
+
+    @property
+    def motion_dof(self) -> int:
+        return MOTION_DOF[self.action_space]
+
+    @property
+    def has_gripper(self) -> bool:
+        return self.action_space == "arm7"
+
+
+@dataclass(frozen=True)
+class ActionChunk:
+    """A predicted sequence of robot commands in SI units.
+
+    `motion` is (chunk, motion_dof): mobile3 = (vx m/s, vy m/s, wz rad/s); arm7 = end-effector
+    linear velocity (m/s) then angular velocity (rad/s). `gripper` is (chunk,) with 1.0 = open,
+    0.0 = closed (arm7 only); `gripper_prob` the sigmoid open-probabilities behind it.
+    Action k is meant for `k * action_period_s` after the stamp of the frame it was computed from.
+    """
+
+    motion: np.ndarray
+    action_period_s: float
+    gripper: np.ndarray | None = None
+    gripper_prob: np.ndarray | None = None
+    confidence: float = 1.0
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.motion.ndim != 2 or self.motion.shape[0] < 1:
+            raise ValueError(f"ActionChunk.motion must be (chunk>=1, dof), got {self.motion.shape}")
+        if self.gripper is not None and self.gripper.shape != (self.motion.shape[0],):
+            raise ValueError(
+                f"ActionChunk.gripper must be ({self.motion.shape[0]},), got {self.gripper.shape}"
+            )
+        if not self.action_period_s > 0:
+            raise ValueError(f"action_period_s must be > 0, got {self.action_period_s}")
+
+    @property
+    def length(self) -> int:
+        return int(self.motion.shape[0])
+
+
+class Policy(Protocol):
+    """Anything the inference node can drive: the real VLAPolicy or a stub in wiring tests."""
+
+    spec: PolicySpec
+
+    def step(self, image_rgb_uint8: np.ndarray, instruction: str) -> ActionChunk: ...
+
+    def reset(self) -> None: ...

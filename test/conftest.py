@@ -1,0 +1,61 @@
+"""Shared fixtures. DDS traffic is isolated per test session so parallel runs never cross-talk."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+# Before rclpy is imported anywhere: a private DDS domain on loopback only.
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 200)))
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def ros_context() -> Iterator[object]:
+    """A fresh rclpy context per test; nodes and executors must be created with `context=`."""
+    import rclpy
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        yield context
+    finally:
+        if context.ok():
+            rclpy.shutdown(context=context)
+
+
+@pytest.fixture
+def spin_until() -> Callable[..., bool]:
+    """Spin until `predicate()` holds or `timeout_sec` passes; returns the predicate."""
+    import time
+
+    def _spin(executor: object, predicate: Callable[[], bool], timeout_sec: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout_sec
+        while not predicate() and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.02)
+        return predicate()
+
+    return _spin
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated tiny PaliGemma policy (mobile3), shared by the whole session."""
+    from vla_ros.policy.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny_mobile3", "mobile3", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_arm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated tiny PaliGemma policy (arm7), shared by the whole session."""
+    from vla_ros.policy.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny_arm7", "arm7", seed=1)
