@@ -1,0 +1,161 @@
+"""`vla-ros bringup`: the nodes of vla.launch.py in one process, for hosts without ROS launch.
+
+Reads the same parameter files as the launch file (each node takes its own section), so a stack
+started here and one started with `ros2 launch` behave the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rclpy.context import Context
+    from rclpy.node import Node
+
+    from vla_ros.policy.types import Policy
+
+ACTION_SPACE = {"mobile": "mobile3", "arm": "arm7"}
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """What `vla.launch.py` takes as launch arguments."""
+
+    mode: str = "mobile"
+    model_dir: str = "models/tiny"
+    params_file: str | None = None
+    camera_topic: str = "/camera/image_raw"
+    compressed: bool = False
+    namespace: str = ""
+    use_sim_time: bool = False
+
+    def resolved_params_file(self) -> Path:
+        if self.mode not in ACTION_SPACE:
+            raise ValueError(f"mode must be one of {sorted(ACTION_SPACE)}, got {self.mode!r}")
+        path = Path(self.params_file) if self.params_file else default_params_file(self.mode)
+        if not path.is_file():
+            raise FileNotFoundError(f"parameter file {path} does not exist")
+        return path
+
+
+def default_params_file(mode: str) -> Path:
+    """config/<mode>.yaml from the source tree, or from share/vla_ros when installed by colcon."""
+    candidate = CONFIG_DIR / f"{mode}.yaml"
+    if candidate.is_file():
+        return candidate
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("vla_ros")) / "config" / f"{mode}.yaml"
+    except (ImportError, LookupError):
+        return candidate
+
+
+def ros_args_for(options: StackOptions) -> list[str]:
+    """Arguments for `rclpy.init(args=...)` that load the parameter file for every node."""
+    return ["--ros-args", "--params-file", str(options.resolved_params_file())]
+
+
+def build_stack(
+    context: Context, options: StackOptions, policy: Policy | None = None
+) -> list[Node]:
+    """Create camera, inference and safety nodes in `context` (initialised with `ros_args_for`)."""
+    from rclpy.parameter import Parameter
+
+    from vla_ros.nodes.camera_node import CameraNode
+    from vla_ros.nodes.inference_node import InferenceNode
+    from vla_ros.nodes.safety_node import SafetyNode
+
+    action_space = ACTION_SPACE[options.mode]
+    sim_time = Parameter("use_sim_time", value=options.use_sim_time)
+    common: dict[str, Any] = {"context": context, "namespace": options.namespace}
+    camera = CameraNode(
+        parameter_overrides=[
+            sim_time,
+            Parameter("compressed", value=options.compressed),
+            Parameter("image_topic", value=options.camera_topic),
+            Parameter("compressed_topic", value=f"{options.camera_topic}/compressed"),
+        ],
+        **common,
+    )
+    inference = InferenceNode(
+        policy=policy,
+        parameter_overrides=[
+            sim_time,
+            Parameter("action_space", value=action_space),
+            Parameter("model_dir", value=options.model_dir),
+        ],
+        **common,
+    )
+    safety = SafetyNode(
+        parameter_overrides=[sim_time, Parameter("mode", value=action_space)], **common
+    )
+    return [camera, inference, safety]
+
+
+def run_bringup(options: StackOptions) -> int:
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    from vla_ros.nodes.common import ParameterError
+
+    context = Context()
+    rclpy.init(args=ros_args_for(options), context=context)
+    nodes: list[Node] = []
+    try:
+        nodes = build_stack(context, options)
+        executor = MultiThreadedExecutor(num_threads=6, context=context)
+        for node in nodes:
+            executor.add_node(node)
+        nodes[0].get_logger().info(
+            f"vla_ros stack up: mode={options.mode} model_dir={options.model_dir}"
+        )
+        executor.spin()
+    except ParameterError as exc:
+        print(f"[FATAL] invalid parameters: {exc}")
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        for node in nodes:
+            node.destroy_node()
+        if context.ok():
+            rclpy.shutdown(context=context)
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bringup", help="start camera, inference and safety nodes in one process (no ros2 launch)"
+    )
+    parser.add_argument("--mode", choices=sorted(ACTION_SPACE), default="mobile")
+    parser.add_argument("--model-dir", required=True, help="vla_ros model directory")
+    parser.add_argument(
+        "--params", default=None, help="parameter file (default config/<mode>.yaml)"
+    )
+    parser.add_argument("--camera-topic", default="/camera/image_raw")
+    parser.add_argument("--compressed", action="store_true", help="subscribe to CompressedImage")
+    parser.add_argument("--namespace", default="")
+    parser.add_argument("--use-sim-time", action="store_true")
+    parser.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    if not Path(args.model_dir).is_dir():
+        raise FileNotFoundError(f"model directory {args.model_dir} does not exist")
+    return run_bringup(
+        StackOptions(
+            mode=args.mode,
+            model_dir=args.model_dir,
+            params_file=args.params,
+            camera_topic=args.camera_topic,
+            compressed=args.compressed,
+            namespace=args.namespace,
+            use_sim_time=args.use_sim_time,
+        )
+    )

@@ -1,0 +1,112 @@
+"""The launch files, parameter files and code agree: no executable, argument or parameter drifts."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vla_ros.bringup import ACTION_SPACE, StackOptions, build_stack, ros_args_for
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
+NODE_NAMES = {"vla_camera", "vla_inference", "vla_safety"}
+
+
+def console_scripts() -> set[str]:
+    setup_source = (ROOT / "setup.py").read_text(encoding="utf-8")
+    return set(re.findall(r'"([\w-]+) = vla_ros[\w.]*:\w+"', setup_source))
+
+
+def launch_keyword_values(path: Path, keyword: str) -> set[str]:
+    """String literals passed as `keyword=` anywhere in a launch file."""
+    values = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call):
+            for kw in node.keywords:
+                if kw.arg == keyword and isinstance(kw.value, ast.Constant):
+                    values.add(kw.value.value)
+    return values
+
+
+def declared_launch_arguments(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", None))
+            == "DeclareLaunchArgument"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            names.add(node.args[0].value)
+    return names
+
+
+def test_launch_files_exist():
+    assert (ROOT / "launch" / "vla.launch.py") in LAUNCH_FILES
+    assert (ROOT / "launch" / "safety.launch.py") in LAUNCH_FILES
+
+
+@pytest.mark.parametrize("launch_file", LAUNCH_FILES, ids=lambda p: p.name)
+def test_every_launched_executable_is_a_console_script(launch_file: Path):
+    executables = launch_keyword_values(launch_file, "executable")
+    assert executables, f"{launch_file.name} launches nothing"
+    assert executables <= console_scripts()
+    assert launch_keyword_values(launch_file, "package") == {"vla_ros"}
+    assert launch_keyword_values(launch_file, "name") <= NODE_NAMES
+
+
+def test_vla_launch_declares_the_documented_arguments():
+    assert declared_launch_arguments(ROOT / "launch" / "vla.launch.py") == {
+        "mode",
+        "model_dir",
+        "camera_topic",
+        "compressed",
+        "namespace",
+        "use_sim_time",
+        "params_file",
+    }
+
+
+def test_parameter_files_are_installed_and_cover_both_modes():
+    for mode in ACTION_SPACE:
+        sections = yaml.safe_load((ROOT / "config" / f"{mode}.yaml").read_text(encoding="utf-8"))
+        assert set(sections) == NODE_NAMES, f"config/{mode}.yaml sections"
+        for node_name, section in sections.items():
+            assert set(section) == {"ros__parameters"}, node_name
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("mode", sorted(ACTION_SPACE))
+def test_every_yaml_parameter_is_declared_with_a_valid_value(mode: str, ros_context):
+    """Start the real nodes from the file: each accepts every value and declares every key."""
+    import rclpy
+
+    from vla_ros.policy.stub import StubPolicy
+    from vla_ros.policy.types import PolicySpec
+
+    rclpy.shutdown(context=ros_context)
+    options = StackOptions(mode=mode, model_dir="unused-with-stub-policy")
+    rclpy.init(args=ros_args_for(options), context=ros_context)
+    spec = PolicySpec(
+        action_space=ACTION_SPACE[mode], chunk=10, window=8, action_period_s=0.1, image_size=224
+    )
+    nodes = build_stack(ros_context, options, policy=StubPolicy(spec))
+    try:
+        sections = yaml.safe_load(options.resolved_params_file().read_text(encoding="utf-8"))
+        for node in nodes:
+            expected = sections[node.get_name()]["ros__parameters"]
+            for name, value in expected.items():
+                assert node.has_parameter(name), f"{node.get_name()} does not declare {name}"
+                actual = node.get_parameter(name).value
+                if isinstance(value, list):
+                    assert list(actual) == pytest.approx(value), name
+                elif name not in {"mode", "action_space", "model_dir"}:
+                    assert actual == value, name
+    finally:
+        for node in nodes:
+            node.destroy_node()
