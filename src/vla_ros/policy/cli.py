@@ -1,0 +1,143 @@
+"""`vla-ros make-tiny-model`, `fetch-model`, `import-robovlms` and `policy-info`.
+
+torch/transformers are imported inside the handlers so `vla-ros --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vla_ros.policy.types import MOTION_DOF
+
+ACTION_SPACES = sorted(MOTION_DOF)
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    tiny = subparsers.add_parser(
+        "make-tiny-model", help="generate a tiny random PaliGemma policy (tests, demos; offline)"
+    )
+    tiny.add_argument("out", type=Path, help="model directory to write")
+    tiny.add_argument("--action-space", choices=ACTION_SPACES, default="mobile3")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(handler=_handle_make_tiny)
+
+    fetch = subparsers.add_parser(
+        "fetch-model", help="download the PaliGemma backbone from the Hugging Face hub"
+    )
+    fetch.add_argument("--out", type=Path, default=Path("models/paligemma-3b-pt-224"))
+    fetch.add_argument("--repo-id", default="google/paligemma-3b-pt-224")
+    fetch.add_argument("--revision", default=None)
+    fetch.add_argument("--action-space", choices=ACTION_SPACES, default="mobile3")
+    fetch.add_argument(
+        "--init-head",
+        action="store_true",
+        help="also write a RANDOM, UNTRAINED head (bring-up tests only)",
+    )
+    fetch.set_defaults(handler=_handle_fetch)
+
+    imp = subparsers.add_parser(
+        "import-robovlms", help="convert a RoboVLMs PaliGemma+LSTM checkpoint to a model directory"
+    )
+    imp.add_argument("ckpt", type=Path, help="RoboVLMs checkpoint (.ckpt/.pt or DeepSpeed dir)")
+    imp.add_argument("--config", type=Path, required=True, help="RoboVLMs training config JSON")
+    imp.add_argument("--backbone", type=Path, required=True, help="HF PaliGemma directory")
+    imp.add_argument("--out", type=Path, required=True, help="model directory to write")
+    imp.add_argument("--action-space", choices=ACTION_SPACES, default=None)
+    imp.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    imp.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load a pickled checkpoint (runs code from the file: trusted sources only)",
+    )
+    imp.set_defaults(handler=_handle_import)
+
+    info = subparsers.add_parser(
+        "policy-info", help="print a model directory's policy spec and per-frame FLOPs"
+    )
+    info.add_argument("model_dir", type=Path)
+    info.add_argument("--text-tokens", type=int, default=20, help="instruction length assumed")
+    info.set_defaults(handler=_handle_info)
+
+
+def _handle_make_tiny(args: argparse.Namespace) -> int:
+    from vla_ros.policy.tiny import make_tiny_model
+
+    out = make_tiny_model(args.out, args.action_space, seed=args.seed)
+    print(f"wrote tiny {args.action_space} model to {out} (random weights: wiring tests only)")
+    return 0
+
+
+def _handle_fetch(args: argparse.Namespace) -> int:
+    from vla_ros.policy.hub import fetch_model
+
+    out = fetch_model(
+        args.out,
+        repo_id=args.repo_id,
+        action_space=args.action_space,
+        revision=args.revision,
+        init_head=args.init_head,
+    )
+    print(f"backbone in {out}")
+    if args.init_head:
+        print(
+            "WARNING: the policy head is RANDOM and UNTRAINED. Its actions are noise: use it "
+            "only for bring-up tests, with the safety node in place.",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            "next: add trained head weights with `vla-ros import-robovlms CKPT --config "
+            f"CONFIG.json --backbone {out} --out DIR`"
+        )
+    return 0
+
+
+def _handle_import(args: argparse.Namespace) -> int:
+    from vla_ros.policy.robovlms import import_checkpoint
+
+    out = import_checkpoint(
+        args.ckpt,
+        args.config,
+        args.backbone,
+        args.out,
+        action_space=args.action_space,
+        overwrite=args.overwrite,
+        allow_pickle=args.allow_pickle,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def _handle_info(args: argparse.Namespace) -> int:
+    from vla_ros.policy.config import PolicyConfig
+    from vla_ros.policy.flops import frame_flops
+    from vla_ros.policy.model import UNTRAINED_HEAD_KEY, read_spec
+
+    spec = read_spec(args.model_dir)
+    config = PolicyConfig.load(args.model_dir)
+    flops = frame_flops(args.model_dir, text_tokens=args.text_tokens, policy=config)
+    rows = [
+        ("model_id", spec.model_id),
+        ("action_space", spec.action_space),
+        ("chunk x period", f"{spec.chunk} x {spec.action_period_s:g} s"),
+        ("window / history", f"{spec.window} / {config.history_mode}"),
+        ("image_size", f"{spec.image_size} px"),
+        ("tokens per frame", f"{flops['tokens']:.0f}"),
+        ("vision", _gflop(flops["vision"])),
+        ("decoder", _gflop(flops["decoder"])),
+        ("head", _gflop(flops["head"])),
+        ("total per frame", _gflop(flops["total"])),
+        ("LM head (skipped)", _gflop(flops["lm_head_avoided"])),
+    ]
+    if config.extra.get(UNTRAINED_HEAD_KEY):
+        rows.append(("WARNING", "untrained (random) policy head"))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
+def _gflop(value: float) -> str:
+    return f"{value / 1e9:,.3f} GFLOP"
