@@ -40,12 +40,12 @@ test: setup
 	$(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check src test launch
-	$(VENV)/bin/ruff format --check src test launch
+	$(VENV)/bin/ruff check src test launch docker
+	$(VENV)/bin/ruff format --check src test launch docker
 
 format: setup
-	$(VENV)/bin/ruff format src test launch
-	$(VENV)/bin/ruff check --fix src test launch
+	$(VENV)/bin/ruff format src test launch docker
+	$(VENV)/bin/ruff check --fix src test launch docker
 
 bench: setup $(MODEL_DIR)/policy.yaml
 	@mkdir -p $(OUT_DIR)/bench
