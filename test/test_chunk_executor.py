@@ -58,6 +58,19 @@ def test_frame_stamped_slightly_ahead_plays_its_first_action():
     assert executor.remaining(10.0) == 5
 
 
+def test_frame_stamped_far_ahead_cannot_stretch_the_chunk():
+    executor = ChunkExecutor(PERIOD)
+    # The sim clock restarted while the model ran on a frame of the old timeline.
+    assert executor.set_chunk(ramp(5), frame_stamp_s=1000.0, now_s=10.0) == 0
+    command = executor.command_at(10.0)
+    assert command is not None
+    np.testing.assert_array_equal(command[0], [0, 0, 0])
+    command = executor.command_at(10.45)
+    assert command is not None
+    np.testing.assert_array_equal(command[0], [4, 4, 4])
+    assert executor.command_at(10.5) is None
+
+
 def test_new_chunk_replaces_the_rest_of_the_old_one():
     executor = ChunkExecutor(PERIOD)
     executor.set_chunk(ramp(5), 10.0, 10.0)
@@ -172,7 +185,7 @@ motions = st.integers(1, 12).flatmap(
 @given(
     motion=motions,
     stamp=st.floats(0.0, 100.0),
-    latency=st.floats(0.0, 2.0),
+    latency=st.floats(-5.0, 2.0),
     steps=st.lists(st.floats(0.0, 0.3), max_size=30),
 )
 def test_never_plays_a_skipped_or_past_action(motion, stamp, latency, steps):
@@ -180,7 +193,9 @@ def test_never_plays_a_skipped_or_past_action(motion, stamp, latency, steps):
     now = stamp + latency
     skipped = executor.set_chunk(ActionChunk(motion, PERIOD), stamp, now)
     length = motion.shape[0]
-    assert skipped == min(length, math.floor(latency / PERIOD + 1e-9))
+    assert skipped == min(length, math.floor(max(latency, 0.0) / PERIOD + 1e-9))
+    # A frame stamped in the future (negative latency) is played from `now`.
+    stamp = min(stamp, now)
     last_index = skipped
     exhausted = False
     for dt in [0.0, *steps]:

@@ -307,6 +307,13 @@ def test_runs_on_sim_time(make_rig):
     moving = next(c for c in probe.commands if not is_zero(c))
     assert 1000.0 < stamp_s(moving.header) < 1100.0
 
+    # The simulation restarts: the next inference must not wait for the clock to catch up.
+    probe.sim_time_s = 10.0
+    rig.wait_events(2)
+    assert 10.0 < probe.events[1]["frame_stamp"] < 100.0
+    rig.wait(lambda: 10.0 < stamp_s(probe.commands[-1].header) < 100.0)
+    assert not is_zero(probe.commands[-1])
+
 
 def test_static_scene_fires_only_heartbeats(make_rig):
     rig = make_rig(max_interval_s=0.3)
@@ -474,6 +481,12 @@ def test_parameters_are_validated_at_start_and_at_run_time(make_rig, ros_context
         )
     with pytest.raises(ParameterError, match="model_dir"):
         InferenceNode(None, context=ros_context)
+    with pytest.raises(ParameterError, match="cmd_topic"):
+        InferenceNode(
+            StubPolicy(spec()),
+            context=ros_context,
+            parameter_overrides=[Parameter("cmd_topic", value="cmd vel!")],
+        )
 
     node = make_rig().node
     refused = node.set_parameters(
@@ -482,9 +495,10 @@ def test_parameters_are_validated_at_start_and_at_run_time(make_rig, ros_context
             Parameter("max_interval_s", value=0.02),
             Parameter("control_rate_hz", value=500.0),
             Parameter("command_frame_id", value=""),
+            Parameter("min_interval_s", value="fast"),
         ]
     )
-    assert [r.successful for r in refused] == [False] * 4
+    assert [r.successful for r in refused] == [False] * 5
     accepted = node.set_parameters(
         [
             Parameter("control_rate_hz", value=50.0),
@@ -496,16 +510,8 @@ def test_parameters_are_validated_at_start_and_at_run_time(make_rig, ros_context
     assert node.get_parameter("control_rate_hz").value == 50.0
 
 
-@pytest.fixture
-def tiny_dir(request) -> Any:
-    """The generated tiny model, once the model engineer's modules exist."""
-    pytest.importorskip("vla_ros.policy.model")
-    pytest.importorskip("vla_ros.policy.tiny")
-    return request.getfixturevalue("tiny_model_dir")
-
-
-def test_model_dir_loads_the_real_policy_and_checks_its_action_space(ros_context, tiny_dir):
-    overrides = [Parameter("model_dir", value=str(tiny_dir))]
+def test_model_dir_loads_the_real_policy_and_checks_its_action_space(ros_context, tiny_model_dir):
+    overrides = [Parameter("model_dir", value=str(tiny_model_dir))]
     node = InferenceNode(None, context=ros_context, parameter_overrides=overrides)
     try:
         assert node.get_parameter("action_space").value == "mobile3"

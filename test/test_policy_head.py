@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vla_ros.policy.config import PolicyConfig
 from vla_ros.policy.head import LSTMPolicyHead, load_head_weights, save_head_weights
 
 HIDDEN, LSTM, LAYERS, MLP, CHUNK = 12, 10, 2, (9, 7, 5), 4
@@ -203,6 +204,28 @@ def test_bad_construction(kwargs, message):
     args = {"hidden_size": 4, "chunk": 2, "motion_dof": 3, "with_gripper": False} | kwargs
     with pytest.raises(ValueError, match=message):
         LSTMPolicyHead(**args)
+
+
+@pytest.mark.parametrize("action_space", ["mobile3", "arm7"])
+def test_from_config_builds_what_policy_yaml_describes(action_space):
+    config = PolicyConfig.create(
+        action_space,
+        hidden_size=HIDDEN,
+        chunk=CHUNK,
+        window=5,
+        lstm_hidden=LSTM,
+        lstm_layers=LAYERS,
+        mlp_hidden=MLP,
+        history_mode="stateful",
+    )
+    head = LSTMPolicyHead.from_config(config)
+    assert (head.window, head.history_mode) == (5, "stateful")
+    assert (head.rnn.input_size, head.rnn.hidden_size, head.rnn.num_layers) == (HIDDEN, LSTM, 2)
+    assert [m.out_features for m in head.motion if isinstance(m, torch.nn.Linear)] == [
+        *MLP,
+        CHUNK * config.motion_dof,
+    ]
+    assert head.with_gripper == config.has_gripper
 
 
 def test_init_follows_robovlms():

@@ -12,8 +12,8 @@ import yaml
 
 from vla_ros.policy.codec import ActionCodec
 from vla_ros.policy.config import HEAD_FILE, POLICY_FILE, PolicyConfig
-from vla_ros.policy.model import UNTRAINED_HEAD_KEY, VLAPolicy, read_spec
-from vla_ros.policy.types import ActionChunk, Policy, PolicySpec
+from vla_ros.policy.model import UNTRAINED_HEAD_KEY, VLAPolicy, read_spec, resolve_device
+from vla_ros.policy.types import ActionChunk, Policy, PolicySpec, chunk_problem
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -96,7 +96,42 @@ def test_arm_step_has_gripper(arm):
     assert set(np.unique(chunk.gripper)) <= {0.0, 1.0}
     assert np.all((chunk.gripper_prob >= 0) & (chunk.gripper_prob <= 1))
     assert np.array_equal(chunk.gripper, (chunk.gripper_prob > 0.5).astype(float))
+    assert chunk_problem(chunk, arm.spec) is None
     arm.reset()
+
+
+ARM_SPEC = PolicySpec("arm7", chunk=3, window=2, action_period_s=0.1, image_size=224)
+
+
+def arm_chunk(**changes):
+    fields = {
+        "motion": np.zeros((3, 6)),
+        "action_period_s": 0.1,
+        "gripper": np.array([0.0, 1.0, 1.0]),
+        "confidence": np.float32(0.5),
+    } | changes
+    return ActionChunk(**fields)
+
+
+@pytest.mark.parametrize(
+    ("chunk", "words"),
+    [
+        (None, "not an ActionChunk"),
+        (arm_chunk(motion=np.zeros((3, 3))), "3 axes, arm7 needs 6"),
+        (arm_chunk(motion=np.full((3, 6), "x")), "dtype"),
+        (arm_chunk(motion=np.full((3, 6), np.inf)), "NaN or Inf"),
+        (arm_chunk(gripper=None), "without gripper"),
+        (arm_chunk(gripper=np.array([0.0, np.nan, 1.0])), "gripper must be within"),
+        (arm_chunk(gripper=np.array([0.0, 2.0, 1.0])), "gripper must be within"),
+        (arm_chunk(action_period_s=0.2), "action_period_s"),
+        (arm_chunk(confidence=float("nan")), "confidence must be within"),
+        (arm_chunk(confidence=1.5), "confidence must be within"),
+        (arm_chunk(confidence=None), "confidence must be a number"),
+    ],
+)
+def test_chunk_problem_refuses_what_must_not_reach_the_robot(chunk, words):
+    assert chunk_problem(arm_chunk(), ARM_SPEC) is None
+    assert words in chunk_problem(chunk, ARM_SPEC)
 
 
 def test_step_output_is_the_head_applied_to_the_pipeline(fresh):
@@ -206,6 +241,19 @@ def test_missing_files_are_named(tiny_model_dir, tmp_path, name):
         VLAPolicy.from_pretrained(model_dir)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_unusable_device_is_refused_before_loading(tiny_model_dir, monkeypatch):
+    def no_weights(*args, **kwargs):
+        raise AssertionError("weights must not be loaded for an unusable device")
+
+    monkeypatch.setattr("vla_ros.policy.model.load_head_weights", no_weights)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        VLAPolicy.from_pretrained(tiny_model_dir, device="cuda:0")
+    with pytest.raises(ValueError, match="invalid torch device 'gpu'"):
+        VLAPolicy.from_pretrained(tiny_model_dir, device="gpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
 def test_missing_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         VLAPolicy.from_pretrained(tmp_path / "nowhere")
@@ -218,21 +266,22 @@ def test_hidden_size_mismatch_between_policy_yaml_and_backbone(tiny_model_dir, t
         VLAPolicy.from_pretrained(model_dir)
 
 
-def test_head_size_mismatch_names_the_tensor(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"lstm_hidden": 48},
+            r"head\.rnn\.weight_ih_l0 has shape \[128, 64\], expected \[192, 64\]",
+        ),
+        ({"chunk": 5}, r"head\.motion\.6\.weight has shape \[30, 8\], expected \[15, 8\]"),
+    ],
+)
+def test_policy_yaml_that_does_not_fit_the_head_names_the_tensor(
+    tiny_model_dir, tmp_path, change, message
+):
     model_dir = copy_model(tiny_model_dir, tmp_path)
-    edit_policy_yaml(model_dir, lstm_hidden=48)
-    with pytest.raises(
-        ValueError, match=r"head\.rnn\.weight_ih_l0 has shape \[128, 64\], expected \[192, 64\]"
-    ):
-        VLAPolicy.from_pretrained(model_dir)
-
-
-def test_chunk_mismatch_names_the_motion_tensor(tiny_model_dir, tmp_path):
-    model_dir = copy_model(tiny_model_dir, tmp_path)
-    edit_policy_yaml(model_dir, chunk=5)
-    with pytest.raises(
-        ValueError, match=r"head\.motion\.6\.weight has shape \[30, 8\], expected \[15, 8\]"
-    ):
+    edit_policy_yaml(model_dir, **change)
+    with pytest.raises(ValueError, match=message):
         VLAPolicy.from_pretrained(model_dir)
 
 

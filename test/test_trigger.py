@@ -166,6 +166,22 @@ def test_reset_makes_the_next_inference_a_start():
     assert firing.causes == {Cause.START}
 
 
+def test_clock_running_backwards_does_not_stall_the_trigger():
+    trigger = started(100.0)
+    assert trigger.time_until_allowed(0.0) == 0.0
+    # Sim time restarted: without a fresh plan the robot would sit at zero for 100 s.
+    firing = trigger.poll(0.0)
+    assert firing is not None
+    assert firing.causes == {Cause.HEARTBEAT}
+    trigger.finish(0.1, success=True)
+    # Keyframe time and rate bound now follow the new timeline.
+    assert trigger.scene_change(0.9, 0.15)
+    assert trigger.poll(0.15) is None
+    firing = trigger.poll(0.2)
+    assert firing is not None
+    assert firing.causes == {Cause.SCENE_CHANGE}
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [

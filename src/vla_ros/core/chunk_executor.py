@@ -2,7 +2,9 @@
 
 Action k of a chunk is meant for `frame_stamp + k * period` (the frame the model saw, not the time
 the model finished), so the actions whose slot passed while the model ran are skipped: this is
-the latency compensation that keeps a 100 ms model from replaying stale motion.
+the latency compensation that keeps a 100 ms model from replaying stale motion. A frame stamped
+after `now` (camera clock skew, or a clock that jumped back while the model ran) counts from `now`
+instead, so a chunk never holds its first action for longer than one period.
 
 Temporal blending (optional): overlapping chunks each predict an action for the current slot.
 They are combined by an exponentially weighted average, newest first: with `blend_weight` = a,
@@ -44,7 +46,7 @@ class _Scheduled:
     gripper: np.ndarray | None
 
     def index_at(self, now_s: float, period_s: float) -> int:
-        """Slot of `now_s`; a frame stamped slightly in the future plays its first action."""
+        """Slot of `now_s`, never negative."""
         return max(0, math.floor((now_s - self.stamp_s) / period_s + _SLOT_EPS))
 
     @property
@@ -87,6 +89,7 @@ class ChunkExecutor:
         self.blend_weight = float(blend_weight)
 
     def reset(self) -> None:
+        """Drop every chunk (reset service, cleared instruction, policy failure): zero follows."""
         self._chunks = []
         self._last_now_s = -math.inf
 
@@ -108,7 +111,8 @@ class ChunkExecutor:
             raise ValueError("chunk gripper contains NaN or Inf")
         self._advance(now_s)
         gripper = None if chunk.gripper is None else np.array(chunk.gripper, dtype=float)
-        entry = _Scheduled(float(frame_stamp_s), np.array(chunk.motion, dtype=float), gripper)
+        start_s = min(float(frame_stamp_s), now_s)
+        entry = _Scheduled(start_s, np.array(chunk.motion, dtype=float), gripper)
         if self.blend:
             self._chunks = [*self._live(now_s), entry][-self.max_chunks :]
         else:

@@ -76,7 +76,8 @@ class EventTrigger:
       fire together exactly once (they coalesce); none is ever lost or fired twice.
     - `start` is pending after construction and after `reset()`.
     - `chunk_low` and `heartbeat` are conditions checked by `poll` while idle; `chunk_low` fires at
-      most once per chunk (re-armed by each successful inference).
+      most once per chunk (re-armed by each successful inference). A clock that runs backwards
+      counts as a heartbeat at once, so a restarted sim or bag clock never silences the trigger.
     - A scene-change score is measured against the camera's reference keyframe, which follows the
       keyframe we publish after each successful inference. Scores of frames captured before that
       keyframe went out compare against an outdated reference and would fire the same change
@@ -154,9 +155,10 @@ class EventTrigger:
 
     def time_until_allowed(self, now_s: float) -> float:
         """Seconds until the rate bound lets the next inference start (0 when it already may)."""
-        if self._last_start_s is None or now_s - self._last_start_s >= self.config.min_interval_s:
+        last = self._last_start_s
+        if last is None or now_s < last or now_s - last >= self.config.min_interval_s:
             return 0.0
-        return self._last_start_s + self.config.min_interval_s - now_s
+        return last + self.config.min_interval_s - now_s
 
     def poll(self, now_s: float, remaining: int | None = None) -> Firing | None:
         """Start an inference now if one is due; `remaining` = actions left in the executing chunk.
@@ -165,6 +167,13 @@ class EventTrigger:
         """
         if self._instruction is None or self._busy:
             return None
+        if self._last_start_s is not None and now_s < self._last_start_s:
+            # The clock jumped back (sim reset, bag loop, NTP step): the rate bound and the
+            # keyframe time belong to the old timeline and would stall the trigger until the
+            # clock caught up, while the executor has already dropped its plan.
+            self._last_start_s = None
+            self._reference_since_s = -math.inf
+            self._pending.add(Cause.HEARTBEAT)
         if (
             self._chunk_armed
             and remaining is not None

@@ -16,9 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Vector3Stamped
-from rclpy.exceptions import InvalidTopicNameException
 from rclpy.node import Node
-from rclpy.validate_topic_name import validate_topic_name
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -39,6 +37,7 @@ from vla_ros.nodes.common import (
     ParamSpec,
     diagnostic_array,
     run_node,
+    topic_name_problem,
 )
 
 NODE_NAME = "vla_camera"
@@ -116,12 +115,7 @@ class LatestSlot(Generic[T]):
 
 
 def _validate(values: Mapping[str, Any]) -> str | None:
-    for name in ("image_topic", "compressed_topic"):
-        try:
-            validate_topic_name(values[name])
-        except InvalidTopicNameException as exc:
-            return f"{name}: {exc}"
-    return None
+    return topic_name_problem(values, ("image_topic", "compressed_topic"))
 
 
 def _stamp_ns(header: Header) -> int:
@@ -172,6 +166,7 @@ class CameraNode(Node):
         )
 
     def destroy_node(self) -> None:
+        """Stop the worker before the publishers it uses are destroyed."""
         self._mailbox.close()
         if self._worker is not None:
             self._worker.join(timeout=5.0)

@@ -16,6 +16,7 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.exceptions import InvalidTopicNameException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -26,6 +27,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.validate_topic_name import validate_topic_name
 
 SENSOR_QOS = qos_profile_sensor_data
 """Camera and scan inputs: best effort, so a slow consumer drops frames instead of queueing them."""
@@ -179,6 +181,20 @@ def _plain(value: Any) -> Any:
     if isinstance(value, str | bytes | bool | int | float) or value is None:
         return value
     return list(value)
+
+
+def topic_name_problem(values: Mapping[str, Any], names: Sequence[str]) -> str | None:
+    """The first topic/service parameter whose value is not a valid ROS name, or None.
+
+    Meant for a `NodeParameters` validator, so a typo is refused with its parameter's name at
+    start-up instead of surfacing as an exception from `create_publisher`.
+    """
+    for name in names:
+        try:
+            validate_topic_name(values[name])
+        except InvalidTopicNameException as exc:
+            return f"{name}: {exc}"
+    return None
 
 
 def diagnostic_array(

@@ -13,14 +13,14 @@ and /vla/inference_event, whose `latency_ms` is trigger-to-publish time (worker 
 chunk scheduling, publishing) and `model_ms` the `Policy.step` part; `frame_stamp` is in seconds.
 A reset or a cleared instruction discards the result of an inference still running, and a new
 instruction clears the policy's history (a new task) before the next step; the old chunk keeps
-playing until the new one arrives. A policy exception or a non-finite or mis-shaped chunk clears
-the chunk (zero command), is counted and logged, and the trigger retries on the next event.
+playing until the new one arrives. A policy exception, or a chunk that `chunk_problem` refuses
+(wrong axes, NaN/Inf, a gripper or confidence outside [0, 1]), clears the chunk (zero command), is
+counted and logged, and the trigger retries on the next event.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -44,6 +44,7 @@ from std_msgs.msg import (
 from std_srvs.srv import Trigger
 
 from vla_ros.core.chunk_executor import ChunkExecutor
+from vla_ros.core.image import ImageFormatError, image_msg_to_rgb
 from vla_ros.core.stats import LatencyStats
 from vla_ros.core.trigger import Cause, EventTrigger, Firing, TriggerConfig
 from vla_ros.nodes.common import (
@@ -55,8 +56,10 @@ from vla_ros.nodes.common import (
     ParamSpec,
     diagnostic_array,
     run_node,
+    topic_name_problem,
 )
-from vla_ros.policy.types import ActionChunk, Policy, PolicySpec
+from vla_ros.policy.codec import motion_to_twist_fields
+from vla_ros.policy.types import ActionChunk, Policy, chunk_problem
 
 NODE_NAME = "vla_inference"
 ACTION_SPACES = ("mobile3", "arm7")
@@ -150,10 +153,10 @@ def _validate(values: Mapping[str, Any]) -> str | None:
         _trigger_config(values)
     except ValueError as exc:
         return str(exc)
-    for name in ("device", "command_frame_id", *(name for name, _, _ in TOPIC_PARAMS)):
+    for name in ("device", "command_frame_id"):
         if not str(values[name]).strip():
             return f"{name} must not be empty"
-    return None
+    return topic_name_problem(values, [name for name, _, _ in TOPIC_PARAMS])
 
 
 def _trigger_config(values: Mapping[str, Any]) -> TriggerConfig:
@@ -187,42 +190,17 @@ def _stamp_key(header: Header) -> tuple[int, int]:
     return (header.stamp.sec, header.stamp.nanosec)
 
 
-def _frame_problem(msg: Image) -> str | None:
+def _frame_rgb(msg: Image) -> np.ndarray:
+    """(H, W, 3) view of an rgb8 frame's bytes; ImageFormatError says why a frame is unusable."""
     if msg.encoding != "rgb8":
-        return f"encoding {msg.encoding!r} (need rgb8)"
-    if msg.height < 1 or msg.width < 1 or msg.step < 3 * msg.width:
-        return f"bad geometry {msg.width}x{msg.height} step {msg.step}"
-    if len(msg.data) < msg.step * msg.height:
-        return f"{len(msg.data)} data bytes for {msg.height} rows of {msg.step}"
-    return None
-
-
-def _frame_array(msg: Image) -> np.ndarray:
-    rows = np.frombuffer(msg.data, dtype=np.uint8, count=msg.step * msg.height)
-    rows = rows.reshape(msg.height, msg.step)[:, : 3 * msg.width]
-    return np.ascontiguousarray(rows.reshape(msg.height, msg.width, 3))
-
-
-def _chunk_problem(chunk: ActionChunk, spec: PolicySpec) -> str | None:
-    """Reasons a policy output must not reach the robot."""
-    if chunk.motion.shape[1] != spec.motion_dof:
-        return (
-            f"motion has {chunk.motion.shape[1]} axes, {spec.action_space} needs {spec.motion_dof}"
-        )
-    if not np.all(np.isfinite(chunk.motion)):
-        return "motion contains NaN or Inf"
-    if spec.has_gripper and chunk.gripper is None:
-        return "arm7 chunk without gripper"
-    if chunk.gripper is not None and not np.all(np.isfinite(chunk.gripper)):
-        return "gripper contains NaN or Inf"
-    if not math.isclose(chunk.action_period_s, spec.action_period_s, rel_tol=1e-6):
-        return f"action_period_s {chunk.action_period_s} differs from the spec's"
-    return None
+        raise ImageFormatError(f"encoding {msg.encoding!r} (need rgb8)", "unsupported_encoding")
+    return image_msg_to_rgb(msg)
 
 
 @dataclass
 class _Frame:
-    msg: Image
+    header: Header
+    rgb: np.ndarray
     stamp_s: float
     used: bool = False
 
@@ -320,6 +298,7 @@ class InferenceNode(Node):
         )
 
     def destroy_node(self) -> None:
+        """Stop the worker before the publishers it uses are destroyed."""
         if self._worker is not None:
             with self._wake:
                 self._stopping = True
@@ -347,11 +326,12 @@ class InferenceNode(Node):
         return None
 
     def _on_frame(self, msg: Image) -> None:
-        problem = _frame_problem(msg)
-        if problem is not None:
+        try:
+            rgb = _frame_rgb(msg)
+        except ImageFormatError as exc:
             with self._lock:
                 self._counts["frames_invalid"] += 1
-            self.get_logger().warning(f"frame ignored: {problem}", throttle_duration_sec=5.0)
+            self.get_logger().warning(f"frame ignored: {exc}", throttle_duration_sec=5.0)
             return
         stamp_s = _stamp_s(msg.header)
         with self._lock:
@@ -363,7 +343,7 @@ class InferenceNode(Node):
                 return
             if self._frame is not None and not self._frame.used:
                 self._counts["frames_replaced"] += 1
-            self._frame = _Frame(msg, stamp_s)
+            self._frame = _Frame(msg.header, rgb, stamp_s)
             score = self._scores.pop(_stamp_key(msg.header), None)
             if score is not None:
                 self._trigger.scene_change(score, stamp_s)
@@ -372,7 +352,7 @@ class InferenceNode(Node):
     def _on_scene_change(self, msg: Vector3Stamped) -> None:
         with self._lock:
             frame = self._frame
-            if frame is not None and _stamp_key(frame.msg.header) == _stamp_key(msg.header):
+            if frame is not None and _stamp_key(frame.header) == _stamp_key(msg.header):
                 self._trigger.scene_change(msg.vector.x, frame.stamp_s)
                 self._signal()
                 return
@@ -428,13 +408,13 @@ class InferenceNode(Node):
                 command = self._plan.command_at(now_s)
             self._signal()
         motion = np.zeros(self._spec.motion_dof) if command is None else command[0]
+        twist = _twist(motion, self._spec.action_space)
         if not self._spec.has_gripper:
-            self._twist_pub.publish(_twist(motion))
+            self._twist_pub.publish(twist)
             return
-        arm = TwistStamped()
+        arm = TwistStamped(twist=twist)
         arm.header.stamp = self.get_clock().now().to_msg()
         arm.header.frame_id = self._cfg["command_frame_id"]
-        arm.twist = _twist(motion)
         self._arm_pub.publish(arm)
         if command is not None and command[1] is not None:
             self._gripper_hold = command[1]
@@ -534,8 +514,8 @@ class InferenceNode(Node):
     def _run(self, job: _Job) -> None:
         started = time.perf_counter()
         try:
-            chunk = self._policy.step(_frame_array(job.frame.msg), job.instruction)
-            problem = _chunk_problem(chunk, self._spec)
+            chunk = self._policy.step(np.ascontiguousarray(job.frame.rgb), job.instruction)
+            problem = chunk_problem(chunk, self._spec)
         except Exception as exc:  # a policy bug must become a zero command, never a crash
             chunk, problem = None, f"{type(exc).__name__}: {exc}"
         model_ms = (time.perf_counter() - started) * 1e3
@@ -557,10 +537,9 @@ class InferenceNode(Node):
             self._signal()
         if not current:
             return
-        self._keyframe_pub.publish(job.frame.msg.header)
-        self._chunk_pub.publish(_chunk_message(chunk))
-        confidence = chunk.confidence if math.isfinite(chunk.confidence) else 0.0
-        self._confidence_pub.publish(Float32(data=float(np.clip(confidence, 0.0, 1.0))))
+        self._keyframe_pub.publish(job.frame.header)
+        self._chunk_pub.publish(_chunk_message(chunk, self._spec.has_gripper))
+        self._confidence_pub.publish(Float32(data=float(chunk.confidence)))
         latency_ms = (time.perf_counter() - job.origin_perf) * 1e3
         self._model_ms.add(model_ms)
         self._latency_ms.add(latency_ms)
@@ -587,21 +566,17 @@ class InferenceNode(Node):
         self.get_logger().error(f"inference failed: {reason}", throttle_duration_sec=2.0)
 
 
-def _twist(motion: np.ndarray) -> Twist:
-    """mobile3 (vx, vy, wz) or arm7 (vx, vy, vz, wx, wy, wz) into a Twist."""
+def _twist(motion: np.ndarray, action_space: str) -> Twist:
     twist = Twist()
-    values = [float(v) for v in motion]
-    if len(values) == 3:
-        twist.linear.x, twist.linear.y, twist.angular.z = values
-    else:
-        twist.linear.x, twist.linear.y, twist.linear.z = values[:3]
-        twist.angular.x, twist.angular.y, twist.angular.z = values[3:6]
+    linear, angular = motion_to_twist_fields(motion, action_space)
+    twist.linear.x, twist.linear.y, twist.linear.z = linear
+    twist.angular.x, twist.angular.y, twist.angular.z = angular
     return twist
 
 
-def _chunk_message(chunk: ActionChunk) -> Float32MultiArray:
+def _chunk_message(chunk: ActionChunk, with_gripper: bool) -> Float32MultiArray:
     columns = [chunk.motion.astype(np.float32)]
-    if chunk.gripper is not None:
+    if with_gripper and chunk.gripper is not None:
         columns.append(chunk.gripper.astype(np.float32)[:, None])
     table = np.hstack(columns)
     rows, cols = table.shape
@@ -615,4 +590,5 @@ def _chunk_message(chunk: ActionChunk) -> Float32MultiArray:
 
 
 def main(args: Sequence[str] | None = None) -> int:
+    """Console script `inference_node`."""
     return run_node(InferenceNode, args)

@@ -56,6 +56,7 @@ class ImagePreprocessing:
 
     @classmethod
     def from_file(cls, path: str | Path) -> ImagePreprocessing:
+        """Read the processor file, so our preprocessing follows the checkpoint's, not a guess."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: the image preprocessing is unknown")

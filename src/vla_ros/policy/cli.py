@@ -15,6 +15,7 @@ ACTION_SPACES = sorted(MOTION_DOF)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register the model commands on the `vla-ros` CLI (kept here, next to the code they run)."""
     tiny = subparsers.add_parser(
         "make-tiny-model", help="generate a tiny random PaliGemma policy (tests, demos; offline)"
     )

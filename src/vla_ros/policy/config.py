@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from vla_ros.policy.types import MOTION_DOF, ActionSpace
+from vla_ros.policy.types import MOTION_DOF, ActionSpace, PolicySpec
 
 POLICY_FILE = "policy.yaml"
 HEAD_FILE = "policy_head.safetensors"
@@ -59,6 +59,18 @@ class PolicyConfig:
     @property
     def has_gripper(self) -> bool:
         return self.action_space == "arm7"
+
+    def spec(self, image_size: int, device: str = "cpu") -> PolicySpec:
+        """What a node needs to know about this policy; the image size comes from the backbone."""
+        return PolicySpec(
+            action_space=self.action_space,
+            chunk=self.chunk,
+            window=self.window,
+            action_period_s=self.action_period_s,
+            image_size=image_size,
+            model_id=self.model_id,
+            device=device,
+        )
 
     @classmethod
     def create(cls, action_space: str, hidden_size: int, **overrides: Any) -> PolicyConfig:
@@ -129,6 +141,7 @@ class PolicyConfig:
 
     @classmethod
     def load(cls, model_dir: str | Path) -> PolicyConfig:
+        """Read and validate `policy.yaml`; unknown keys are kept in `extra`, not dropped."""
         path = Path(model_dir) / POLICY_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: not a vla_ros model directory")
@@ -154,6 +167,7 @@ class PolicyConfig:
         return config
 
     def save(self, model_dir: str | Path) -> Path:
+        """Write `policy.yaml` after validating, so no tool can produce a file `load` refuses."""
         self.validate()
         data = asdict(self)
         data.update(data.pop("extra"))

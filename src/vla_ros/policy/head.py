@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vla_ros.policy.config import HISTORY_MODES
+from vla_ros.policy.config import HISTORY_MODES, PolicyConfig
 
 ACTION_TOKEN_KEY = "action_token"
 HEAD_PREFIX = "head."
@@ -88,6 +88,21 @@ class LSTMPolicyHead(nn.Module):
         self._init_mlps()
         self._history: list[torch.Tensor] = []
         self._state: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def from_config(cls, config: PolicyConfig) -> LSTMPolicyHead:
+        """The head `policy.yaml` describes, so every loader and writer builds the same shapes."""
+        return cls(
+            hidden_size=config.hidden_size,
+            chunk=config.chunk,
+            motion_dof=config.motion_dof,
+            with_gripper=config.has_gripper,
+            lstm_hidden=config.lstm_hidden,
+            lstm_layers=config.lstm_layers,
+            mlp_hidden=config.mlp_hidden,
+            window=config.window,
+            history_mode=config.history_mode,
+        )
 
     def _init_mlps(self) -> None:
         with torch.no_grad():

@@ -138,16 +138,7 @@ def _write_random_head(out: Path, action_space: str, hidden: int, model_id: str)
         model_id=f"{model_id} (UNTRAINED head)",
         extra={UNTRAINED_HEAD_KEY: True},
     )
-    head = LSTMPolicyHead(
-        hidden_size=hidden,
-        chunk=config.chunk,
-        motion_dof=config.motion_dof,
-        with_gripper=config.has_gripper,
-        lstm_hidden=config.lstm_hidden,
-        lstm_layers=config.lstm_layers,
-        mlp_hidden=config.mlp_hidden,
-        window=config.window,
-    )
+    head = LSTMPolicyHead.from_config(config)
     config.save(out)
     save_head_weights(out / HEAD_FILE, torch.zeros(hidden), head)
     _LOG.warning(

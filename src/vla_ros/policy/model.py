@@ -50,6 +50,25 @@ def check_model_dir(model_dir: str | Path) -> Path:
     return path
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """The torch device to load onto; fails fast, before gigabytes of weights are read.
+
+    torch itself refuses a CUDA device on a CPU-only build with an AssertionError, and only once
+    the weights are loaded; nodes turn this ValueError into a clean start-up refusal.
+    """
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"invalid torch device {device!r}: {exc}") from exc
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {device!r}: CUDA is not available to this torch build")
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"device {device!r}: only {count} CUDA device(s) present")
+    return resolved
+
+
 def _text_hidden_size(config_path: Path) -> int:
     try:
         raw = json.loads(config_path.read_text(encoding="utf-8"))
@@ -117,15 +136,7 @@ class VLAPolicy:
         self.head = head.to(device=backbone.device, dtype=torch.float32).eval()
         self.config = config
         self.codec = ActionCodec.from_config(config)
-        self.spec = PolicySpec(
-            action_space=config.action_space,
-            chunk=config.chunk,
-            window=config.window,
-            action_period_s=config.action_period_s,
-            image_size=backbone.image_size,
-            model_id=config.model_id,
-            device=str(backbone.device),
-        )
+        self.spec = config.spec(backbone.image_size, str(backbone.device))
         self._lock = threading.Lock()
         self._cuda = backbone.device.type == "cuda"
 
@@ -138,6 +149,7 @@ class VLAPolicy:
     ) -> VLAPolicy:
         """Load and cross-check a model directory (HF PaliGemma files + policy.yaml + head)."""
         path = check_model_dir(model_dir)
+        device = resolve_device(device)
         config = PolicyConfig.load(path)
         backbone_hidden = _text_hidden_size(path / "config.json")
         if backbone_hidden != config.hidden_size:
@@ -145,17 +157,7 @@ class VLAPolicy:
                 f"{POLICY_FILE} hidden_size={config.hidden_size} does not match config.json "
                 f"text_config.hidden_size={backbone_hidden}"
             )
-        head = LSTMPolicyHead(
-            hidden_size=config.hidden_size,
-            chunk=config.chunk,
-            motion_dof=config.motion_dof,
-            with_gripper=config.has_gripper,
-            lstm_hidden=config.lstm_hidden,
-            lstm_layers=config.lstm_layers,
-            mlp_hidden=config.mlp_hidden,
-            window=config.window,
-            history_mode=config.history_mode,
-        )
+        head = LSTMPolicyHead.from_config(config)
         action_token = load_head_weights(path / HEAD_FILE, head)
         if config.extra.get(UNTRAINED_HEAD_KEY):
             _LOG.warning(
@@ -230,12 +232,4 @@ def read_spec(model_dir: str | Path, device: str = "cpu") -> PolicySpec:
     path = check_model_dir(model_dir)
     config = PolicyConfig.load(path)
     preprocessing = ImagePreprocessing.from_file(path / PREPROCESSOR_FILE)
-    return PolicySpec(
-        action_space=config.action_space,
-        chunk=config.chunk,
-        window=config.window,
-        action_period_s=config.action_period_s,
-        image_size=preprocessing.size,
-        model_id=config.model_id,
-        device=device,
-    )
+    return config.spec(preprocessing.size, device)

@@ -191,16 +191,7 @@ def make_tiny_model(out_dir: str | Path, action_space: str = "mobile3", seed: in
             mlp_hidden=(32, 16, 8),
             model_id=f"vla_ros/tiny-{action_space}",
         )
-        head = LSTMPolicyHead(
-            hidden_size=TEXT_HIDDEN,
-            chunk=policy.chunk,
-            motion_dof=policy.motion_dof,
-            with_gripper=policy.has_gripper,
-            lstm_hidden=policy.lstm_hidden,
-            lstm_layers=policy.lstm_layers,
-            mlp_hidden=policy.mlp_hidden,
-            window=policy.window,
-        )
+        head = LSTMPolicyHead.from_config(policy)
         # Random rather than RoboVLMs' zero init, so a loader that drops the token is noticed.
         action_token = torch.randn(TEXT_HIDDEN) * 0.5
     finally:

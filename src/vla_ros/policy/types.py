@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -66,11 +68,44 @@ class ActionChunk:
         return int(self.motion.shape[0])
 
 
+def chunk_problem(chunk: object, spec: PolicySpec) -> str | None:
+    """Why a policy output must not reach the robot, or None when it may.
+
+    The node's last check before a chunk is scheduled: any policy (real, stub, third party) can
+    return NaN, the wrong axes, or a gripper command or confidence outside [0, 1].
+    """
+    if not isinstance(chunk, ActionChunk):
+        return f"policy returned {type(chunk).__name__}, not an ActionChunk"
+    motion = np.asarray(chunk.motion)
+    if motion.dtype.kind not in "fiu":
+        return f"motion has dtype {motion.dtype}, not a number type"
+    if motion.shape[1] != spec.motion_dof:
+        return f"motion has {motion.shape[1]} axes, {spec.action_space} needs {spec.motion_dof}"
+    if not np.all(np.isfinite(motion)):
+        return "motion contains NaN or Inf"
+    if spec.has_gripper:
+        if chunk.gripper is None:
+            return f"{spec.action_space} chunk without gripper"
+        gripper = np.asarray(chunk.gripper)
+        if gripper.dtype.kind not in "fiu" or not np.all((gripper >= 0.0) & (gripper <= 1.0)):
+            return "gripper must be within [0, 1] (1 open, 0 closed), got NaN or out of range"
+    if not math.isclose(chunk.action_period_s, spec.action_period_s, rel_tol=1e-6):
+        return f"action_period_s {chunk.action_period_s} differs from the spec's"
+    confidence = chunk.confidence
+    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real):
+        return f"confidence must be a number, got {type(confidence).__name__}"
+    if not 0.0 <= confidence <= 1.0:
+        return f"confidence must be within [0, 1], got {confidence}"
+    return None
+
+
 class Policy(Protocol):
     """Anything the inference node can drive: the real VLAPolicy or a stub in wiring tests."""
 
     spec: PolicySpec
 
-    def step(self, image_rgb_uint8: np.ndarray, instruction: str) -> ActionChunk: ...
+    def step(self, image_rgb_uint8: np.ndarray, instruction: str) -> ActionChunk:
+        """One new frame (HxWx3 uint8 RGB) and the instruction -> the next action chunk."""
 
-    def reset(self) -> None: ...
+    def reset(self) -> None:
+        """Forget the frame history: the next `step` starts a new episode."""
