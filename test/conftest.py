@@ -45,6 +45,17 @@ def spin_until() -> Callable[..., bool]:
     return _spin
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread() -> Iterator[None]:
+    """Model tests run on one torch thread: steadier on 2-core CI and leaves a core for DDS."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated tiny PaliGemma policy (mobile3), shared by the whole session."""

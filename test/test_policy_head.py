@@ -16,12 +16,7 @@ from vla_ros.policy.head import LSTMPolicyHead, load_head_weights, save_head_wei
 HIDDEN, LSTM, LAYERS, MLP, CHUNK = 12, 10, 2, (9, 7, 5), 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def make_head(window: int = 3, mode: str = "window", gripper: bool = True, seed: int = 0):

@@ -15,13 +15,7 @@ from vla_ros.policy.config import HEAD_FILE, POLICY_FILE, PolicyConfig
 from vla_ros.policy.model import UNTRAINED_HEAD_KEY, VLAPolicy, read_spec, resolve_device
 from vla_ros.policy.types import ActionChunk, Policy, PolicySpec, chunk_problem
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,7 @@ ASCII = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
 JAMO_AND_PUNCT = st.sampled_from([*list("ㄱㅏ。、？！…—“”"), "\t", "é", "ß", "日"])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

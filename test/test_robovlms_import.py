@@ -20,7 +20,7 @@ import torch
 from vla_ros.policy.config import HEAD_FILE, PolicyConfig
 from vla_ros.policy.robovlms import backbone_key_to_hf, import_checkpoint, read_checkpoint
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 WINDOW = 3
 CHUNK = 4
