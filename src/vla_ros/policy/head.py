@@ -19,10 +19,15 @@ one step from the (h, c) it carried from the previous call. Once a call pushes t
 too. The action chunk always comes from the output of the last time step. Mode `stateful` keeps
 stepping one feature at a time with the carried state forever: same result until the window
 fills, `window` times fewer LSTM FLOPs afterwards, but its memory never forgets.
+
+On CPU the LSTM runs with oneDNN switched off: at batch 1 oneDNN's LSTM costs a near-fixed
+~90 ms per call at RoboVLMs size against ~9 ms for PyTorch's native kernel (same result to 1e-7;
+`test/bench/bench_policy.py` measures both modes).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +35,11 @@ import torch
 from torch import nn
 
 from vla_ros.policy.config import HISTORY_MODES, PolicyConfig
+
+# torch warns about Intel-GPU TF32 each time the oneDNN flags are toggled; irrelevant here.
+warnings.filterwarnings(
+    "ignore", message="TF32 acceleration on top of oneDNN", category=UserWarning
+)
 
 ACTION_TOKEN_KEY = "action_token"
 HEAD_PREFIX = "head."
@@ -149,16 +159,17 @@ class LSTMPolicyHead(nn.Module):
             )
         self._history.append(feature)
         x = feature.reshape(1, 1, -1)
-        if self.history_mode == "stateful":
-            out, self._state = self.rnn(x, self._state)
-            if len(self._history) > self.window:
+        with torch.backends.mkldnn.flags(enabled=feature.device.type != "cpu"):
+            if self.history_mode == "stateful":
+                out, self._state = self.rnn(x, self._state)
+                if len(self._history) > self.window:
+                    del self._history[0]
+            elif len(self._history) <= self.window:
+                out, self._state = self.rnn(x, self._state)
+            else:
                 del self._history[0]
-        elif len(self._history) <= self.window:
-            out, self._state = self.rnn(x, self._state)
-        else:
-            del self._history[0]
-            out, _ = self.rnn(torch.stack(self._history).unsqueeze(0))
-            self._state = None
+                out, _ = self.rnn(torch.stack(self._history).unsqueeze(0))
+                self._state = None
         motion, logits = self.decode(out[:, -1])
         return motion[0], None if logits is None else logits[0]
 
