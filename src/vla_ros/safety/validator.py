@@ -1,0 +1,624 @@
+"""The safety validator core: everything between a raw command and the motors, with no ROS in it.
+
+Time is always passed in (`now_s`, seconds on the node's clock, the same clock as message stamps),
+so tests and bag replays drive it deterministically. One `step()` per output tick decides what to
+publish: input checks and sensor data only ever change the *target*; the output then moves towards
+the target within the acceleration/deceleration limits using the real time since the last step.
+The single exception is the e-stop, which zeroes the output at once.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from vla_ros.safety.config import ANGULAR_AXES, LINEAR_AXES, TWIST_INDEX, SafetyConfig
+from vla_ros.safety.limiter import (
+    Vector,
+    apply_deadband,
+    clamp_axes,
+    clamp_norm,
+    is_zero,
+    norm_of,
+    ramp,
+)
+from vla_ros.safety.workspace import limit_box, limit_sphere
+from vla_ros.safety.zones import Geofence, ObstacleZones, scan_points
+
+
+class SafetyState(str, Enum):
+    """What the validator is doing, in order of severity."""
+
+    RUNNING = "running"
+    LIMITED = "limited"
+    STOPPED = "stopped"
+    TIMEOUT = "timeout"
+    ESTOP = "estop"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of handing one input to the validator; `code` is a stable counter key."""
+
+    accepted: bool
+    code: str = ""
+    detail: str = ""
+
+    @property
+    def reason(self) -> str:
+        return f"{self.code}: {self.detail}" if self.detail else self.code
+
+
+ACCEPTED = Verdict(True)
+
+
+@dataclass(frozen=True)
+class Output:
+    """What to publish now. `publish` False means stay silent (only after the zero hold expired).
+
+    `motion` follows the mode's axis order; `gripper` is None until a gripper command was passed
+    (arm7 only). `reasons` say why the target is zero; `limits` which limiters shaped it.
+    """
+
+    motion: Vector
+    gripper: float | None
+    state: SafetyState
+    reasons: tuple[str, ...]
+    limits: tuple[str, ...]
+    publish: bool
+
+
+@dataclass
+class SafetyStatus:
+    """The report behind ~/status."""
+
+    state: SafetyState
+    reasons: tuple[str, ...]
+    limits: tuple[str, ...]
+    last_rejection: str
+    rejections: dict[str, int] = field(default_factory=dict)
+    accepted: int = 0
+    estop_engaged: bool = False
+    estop_input: bool = False
+    publishing: bool = True
+
+
+@dataclass
+class _Sensor:
+    time: float
+    data: object
+
+
+class SafetyValidator:
+    """Limits, ramps, watchdog, e-stop, zones and workspace for one robot."""
+
+    def __init__(self, config: SafetyConfig) -> None:
+        config.validate()
+        self._config = config
+        self._dof = config.dof
+        self._velocity: Vector = (0.0,) * self._dof
+        self._command: Vector | None = None
+        self._command_time: float | None = None
+        self._command_stamp: float | None = None
+        self._confidence: float | None = None
+        self._gripper_in: tuple[float, float] | None = None
+        self._gripper_out: float | None = None
+        self._estop_input = False
+        self._estop = False
+        self._last_step: float | None = None
+        self._last_now: float | None = None
+        self._zero_since: float | None = None
+        self._scan: _Sensor | None = None
+        self._scan_points: np.ndarray | None = None
+        self._odom: _Sensor | None = None
+        self._pose: _Sensor | None = None
+        self._unused_axes = False
+        self._rejections: Counter[str] = Counter()
+        self._accepted = 0
+        self._last_rejection = ""
+        self._last_output = Output(
+            self._velocity, None, SafetyState.TIMEOUT, ("no_command",), (), True
+        )
+        self._build_geometry()
+
+    @property
+    def config(self) -> SafetyConfig:
+        return self._config
+
+    @property
+    def last_valid_time(self) -> float | None:
+        """Effective time of the newest accepted command: min(stamp, receipt), never later."""
+        return self._command_time
+
+    @property
+    def estop_engaged(self) -> bool:
+        return self._estop
+
+    def configure(self, config: SafetyConfig) -> None:
+        """Swap limits at run time; the current velocity then ramps into the new limits."""
+        config.validate()
+        if config.mode != self._config.mode:
+            raise ValueError("mode cannot change at run time")
+        self._config = config
+        self._build_geometry()
+
+    def _build_geometry(self) -> None:
+        cfg = self._config
+        self._zones = (
+            ObstacleZones(
+                cfg.stop_zone,
+                cfg.slowdown_zone,
+                cfg.slowdown_ratio,
+                cfg.footprint,
+                cfg.time_to_collision_s,
+                cfg.lookahead_s,
+            )
+            if cfg.mode == "mobile3" and cfg.scan_configured
+            else None
+        )
+        self._geofence = (
+            Geofence(cfg.geofence, cfg.geofence_margin, cfg.lookahead_s)
+            if cfg.mode == "mobile3" and cfg.geofence
+            else None
+        )
+        self._scan_points = None
+
+    # ----------------------------------------------------------------------------------- inputs
+
+    def submit_command(
+        self,
+        motion: Sequence[float],
+        stamp_s: float | None,
+        frame_id: str | None,
+        now_s: float,
+    ) -> Verdict:
+        """A raw command: `dof` values in axis order, or a 6-vector twist (linear, angular).
+
+        `stamp_s`/`frame_id` are None for unstamped sources (plain Twist). A rejected command
+        changes nothing, in particular not the watchdog.
+        """
+        self._check_clock(now_s)
+        cfg = self._config
+        values = tuple(motion)
+        if len(values) == 6 and self._dof != 6:
+            picked = tuple(values[i] for i in TWIST_INDEX[cfg.mode])
+            unused = any(values[i] != 0.0 for i in range(6) if i not in TWIST_INDEX[cfg.mode])
+        elif len(values) == self._dof:
+            picked, unused = values, False
+        else:
+            return self._reject("wrong_size", f"{len(values)} values, expected {self._dof} or 6")
+        for i, value in enumerate(values):
+            if not isinstance(value, numbers.Real) or not math.isfinite(value):
+                return self._reject("non_finite", f"component {i} = {value}")
+        for i, value in enumerate(values):
+            if abs(value) > cfg.max_input_magnitude:
+                return self._reject(
+                    "absurd_magnitude", f"component {i} = {value:g} > {cfg.max_input_magnitude:g}"
+                )
+        if frame_id is not None and frame_id != cfg.command_frame:
+            code = "empty_frame" if not frame_id else "wrong_frame"
+            return self._reject(code, f"frame_id {frame_id!r}, expected {cfg.command_frame!r}")
+        if frame_id is None and cfg.mode == "arm7":
+            return self._reject(
+                "empty_frame", f"unstamped arm command, expected {cfg.command_frame!r}"
+            )
+        verdict, effective = self._check_stamp(stamp_s, now_s, cfg.max_command_age)
+        if not verdict.accepted:
+            return self._reject(verdict.code, verdict.detail)
+        if (
+            stamp_s is not None
+            and self._command_stamp is not None
+            and stamp_s < self._command_stamp
+        ):
+            return self._reject("out_of_order", f"stamp {stamp_s:.6f} < {self._command_stamp:.6f}")
+        if self._estop:
+            return self._reject("estop_engaged", "commands are ignored until ~/reset")
+        self._command = tuple(float(v) for v in picked)
+        self._command_time = (
+            effective if self._command_time is None else max(self._command_time, effective)
+        )
+        self._command_stamp = stamp_s if stamp_s is not None and stamp_s != 0.0 else None
+        self._confidence = None
+        self._unused_axes = unused
+        self._accepted += 1
+        return ACCEPTED
+
+    def submit_gripper(self, value: float, now_s: float) -> Verdict:
+        """Gripper target (1 open, 0 closed), clamped to [0, 1]; passed while motion is allowed."""
+        self._check_clock(now_s)
+        if self._config.mode != "arm7":
+            return self._reject("no_gripper", f"mode {self._config.mode} has no gripper")
+        if not isinstance(value, numbers.Real) or not math.isfinite(value):
+            return self._reject("non_finite", f"gripper = {value}")
+        self._gripper_in = (min(max(float(value), 0.0), 1.0), now_s)
+        return ACCEPTED
+
+    def update_confidence(self, value: float, now_s: float) -> Verdict:
+        """Confidence of the command just received; invalid values count as zero confidence."""
+        self._check_clock(now_s)
+        if not isinstance(value, numbers.Real) or not math.isfinite(value) or not 0 <= value <= 1:
+            self._confidence = 0.0
+            return self._reject("bad_confidence", f"{value} is not in [0, 1]")
+        self._confidence = float(value)
+        return ACCEPTED
+
+    def submit_estop(self, engaged: bool) -> None:
+        """The /vla/estop input: true engages the latch; false alone never releases it."""
+        self._estop_input = bool(engaged)
+        if engaged:
+            self._engage()
+
+    def request_estop(self) -> None:
+        """The ~/estop service."""
+        self._engage()
+
+    def reset(self, now_s: float) -> tuple[bool, str]:
+        """The ~/reset service: release the e-stop latch if its input is false.
+
+        The previous command is forgotten, so motion resumes only with a fresh command.
+        """
+        self._check_clock(now_s)
+        if self._estop_input:
+            return False, "e-stop input (vla/estop) is still true; release it first"
+        was = self._estop
+        self._estop = False
+        self._command = None
+        self._command_time = None
+        self._command_stamp = None
+        self._confidence = None
+        self._gripper_in = None
+        self._zero_since = None
+        return True, "e-stop released" if was else "not engaged; command state cleared"
+
+    def _engage(self) -> None:
+        self._estop = True
+        self._velocity = (0.0,) * self._dof
+        self._command = None
+        self._command_time = None
+        self._command_stamp = None
+
+    def update_scan(
+        self,
+        ranges: Sequence[float] | np.ndarray,
+        angle_min: float,
+        angle_increment: float,
+        range_min: float,
+        range_max: float,
+        stamp_s: float,
+        now_s: float,
+    ) -> Verdict:
+        """Store a LaserScan (laser at `scan_pose` in the base frame); parsed lazily in step."""
+        self._check_clock(now_s)
+        verdict, effective = self._check_stamp(stamp_s, now_s, None)
+        if not verdict.accepted:
+            return self._reject("scan_" + verdict.code, verdict.detail)
+        numbers = (angle_min, angle_increment, range_min, range_max)
+        if not all(math.isfinite(x) for x in numbers):
+            return self._reject("scan_bad", "non-finite scan geometry")
+        self._scan = _Sensor(effective, (ranges, *numbers))
+        self._scan_points = None
+        return ACCEPTED
+
+    def update_odom(self, x: float, y: float, yaw: float, stamp_s: float, now_s: float) -> Verdict:
+        """Robot pose in the odometry frame (the geofence frame)."""
+        self._check_clock(now_s)
+        if not all(math.isfinite(v) for v in (x, y, yaw)):
+            return self._reject("odom_non_finite", f"pose ({x}, {y}, {yaw})")
+        verdict, effective = self._check_stamp(stamp_s, now_s, None)
+        if not verdict.accepted:
+            return self._reject("odom_" + verdict.code, verdict.detail)
+        self._odom = _Sensor(effective, (x, y, yaw))
+        return ACCEPTED
+
+    def update_pose(
+        self, position: Sequence[float], stamp_s: float, frame_id: str, now_s: float
+    ) -> Verdict:
+        """End-effector position, which must be in `command_frame` (no TF here)."""
+        self._check_clock(now_s)
+        values = tuple(position)
+        if len(values) != 3 or not all(math.isfinite(v) for v in values):
+            return self._reject("pose_bad", f"position {values}")
+        if frame_id != self._config.command_frame:
+            return self._reject(
+                "pose_wrong_frame", f"{frame_id!r}, expected {self._config.command_frame!r}"
+            )
+        verdict, effective = self._check_stamp(stamp_s, now_s, None)
+        if not verdict.accepted:
+            return self._reject("pose_" + verdict.code, verdict.detail)
+        self._pose = _Sensor(effective, values)
+        return ACCEPTED
+
+    def _check_stamp(
+        self, stamp_s: float | None, now_s: float, max_age: float | None
+    ) -> tuple[Verdict, float]:
+        """Verdict and effective time; the effective time is never later than `now_s`."""
+        cfg = self._config
+        if stamp_s is None:
+            return ACCEPTED, now_s
+        if not math.isfinite(stamp_s):
+            return Verdict(False, "bad_stamp", f"{stamp_s}"), now_s
+        if stamp_s == 0.0:
+            if cfg.accept_zero_stamp:
+                return ACCEPTED, now_s
+            return Verdict(False, "zero_stamp", "stamp is 0 (accept_zero_stamp is false)"), now_s
+        if stamp_s > now_s + cfg.future_tolerance:
+            return Verdict(False, "future_stamp", f"{stamp_s - now_s:.3f} s ahead"), now_s
+        if max_age is not None and now_s - stamp_s > max_age:
+            return Verdict(False, "stale_stamp", f"{now_s - stamp_s:.3f} s old"), now_s
+        return ACCEPTED, min(stamp_s, now_s)
+
+    def _reject(self, code: str, detail: str) -> Verdict:
+        verdict = Verdict(False, code, detail)
+        self._rejections[code] += 1
+        self._last_rejection = verdict.reason
+        return verdict
+
+    def _check_clock(self, now_s: float) -> None:
+        """A clock that runs backwards (sim time restarted) would stretch every timeout: forget
+        all time-based state instead."""
+        if self._last_now is not None and now_s < self._last_now:
+            self._command = None
+            self._command_time = None
+            self._command_stamp = None
+            self._scan = self._odom = self._pose = None
+            self._scan_points = None
+            self._gripper_in = None
+            self._last_step = None
+            self._zero_since = None
+        self._last_now = now_s
+
+    # ------------------------------------------------------------------------------------- step
+
+    def step(self, now_s: float) -> Output:
+        """Advance to `now_s` and return what to publish."""
+        self._check_clock(now_s)
+        cfg = self._config
+        dt = 0.0 if self._last_step is None else now_s - self._last_step
+        self._last_step = now_s
+        zero = (0.0,) * self._dof
+        if self._estop:
+            self._velocity = zero
+            self._zero_since = None
+            gripper = {"open": 1.0, "close": 0.0}.get(cfg.gripper_on_estop, self._gripper_out)
+            if cfg.mode == "arm7" and gripper is not None:
+                self._gripper_out = gripper
+            return self._finish(
+                Output(zero, self._gripper_out, SafetyState.ESTOP, ("estop",), (), True)
+            )
+        reasons: list[str] = []
+        limits: list[str] = []
+        command = self._command
+        timed_out = (
+            command is None
+            or self._command_time is None
+            or now_s - self._command_time > cfg.command_timeout
+        )
+        if timed_out:
+            target = zero
+            state = SafetyState.TIMEOUT
+            reasons.append("no_command" if command is None else "command_timeout")
+        else:
+            assert command is not None
+            target, reasons, limits = self._shape(command, now_s)
+            state = (
+                SafetyState.STOPPED
+                if reasons
+                else SafetyState.LIMITED
+                if limits
+                else SafetyState.RUNNING
+            )
+        target = apply_deadband(target, cfg.deadband)
+        velocity = ramp(
+            self._velocity, target, cfg.max_accel, cfg.max_decel, dt, cfg.scale_velocities
+        )
+        if not self._within_norms(velocity):
+            velocity = ramp(self._velocity, target, cfg.max_accel, cfg.max_decel, dt, True)
+        if velocity != target:
+            limits.append("accel")
+        self._velocity = velocity
+        motion = apply_deadband(velocity, cfg.deadband)
+        moving = not (is_zero(motion) and is_zero(velocity))
+        if moving or not timed_out:
+            self._zero_since = None
+            publish = True
+        else:
+            if self._zero_since is None:
+                self._zero_since = now_s
+            publish = cfg.hold_zero_s < 0 or now_s - self._zero_since <= cfg.hold_zero_s
+        if (
+            state in (SafetyState.RUNNING, SafetyState.LIMITED)
+            and self._gripper_in is not None
+            and now_s - self._gripper_in[1] <= cfg.command_timeout
+        ):
+            self._gripper_out = self._gripper_in[0]
+        return self._finish(
+            Output(motion, self._gripper_out, state, tuple(reasons), tuple(limits), publish)
+        )
+
+    def _finish(self, output: Output) -> Output:
+        self._last_output = output
+        return output
+
+    def _within_norms(self, motion: Vector) -> bool:
+        cfg = self._config
+        return (
+            norm_of(motion, LINEAR_AXES[cfg.mode]) <= cfg.max_linear_speed + 1e-12
+            and norm_of(motion, ANGULAR_AXES[cfg.mode]) <= cfg.max_angular_speed + 1e-12
+        )
+
+    def _shape(self, command: Vector, now_s: float) -> tuple[Vector, list[str], list[str]]:
+        """Target velocity for a valid command: limits, confidence, zones, workspace."""
+        cfg = self._config
+        zero = (0.0,) * self._dof
+        limits: list[str] = []
+        if self._unused_axes:
+            limits.append("unused_axes")
+        confidence = self._confidence
+        if cfg.min_confidence > 0 and confidence is not None and confidence < cfg.min_confidence:
+            return zero, ["low_confidence"], limits
+        target, clamped = clamp_axes(
+            command, cfg.min_velocity, cfg.max_velocity, cfg.scale_velocities
+        )
+        if clamped:
+            limits.append("velocity")
+        target, linear = clamp_norm(target, LINEAR_AXES[cfg.mode], cfg.max_linear_speed)
+        target, angular = clamp_norm(target, ANGULAR_AXES[cfg.mode], cfg.max_angular_speed)
+        if linear or angular:
+            limits.append("speed_norm")
+        if cfg.mode == "mobile3":
+            return self._shape_mobile(target, now_s, limits)
+        return self._shape_arm(target, now_s, limits)
+
+    def _shape_mobile(
+        self, target: Vector, now_s: float, limits: list[str]
+    ) -> tuple[Vector, list[str], list[str]]:
+        cfg = self._config
+        zero = (0.0,) * self._dof
+        reasons: list[str] = []
+        if self._zones is not None:
+            scan_reason = self._stale(self._scan, cfg.scan_timeout, now_s, "scan")
+            if scan_reason:
+                reasons.append(scan_reason)
+            else:
+                result = self._zones.evaluate(self._points(), target)
+                if result.blocked:
+                    reasons.extend(result.limits)
+                elif result.scale < 1.0:
+                    target = tuple(v * result.scale for v in target)
+                    limits.extend(result.limits)
+        if self._geofence is not None:
+            odom_reason = self._stale(self._odom, cfg.odom_timeout, now_s, "odom")
+            if odom_reason:
+                reasons.append(odom_reason)
+            elif self._odom is not None:
+                x, y, yaw = self._odom.data  # type: ignore[misc]
+                decel = min(cfg.max_decel[0], cfg.max_decel[1])
+                scale, limit = self._geofence.linear_scale(x, y, yaw, target[0], target[1], decel)
+                target = (target[0] * scale, target[1] * scale, target[2])
+                if limit:
+                    limits.append(limit)
+        return (zero, reasons, limits) if reasons else (target, reasons, limits)
+
+    def _shape_arm(
+        self, target: Vector, now_s: float, limits: list[str]
+    ) -> tuple[Vector, list[str], list[str]]:
+        cfg = self._config
+        if not cfg.workspace_configured:
+            return target, [], limits
+        pose_reason = self._stale(self._pose, cfg.pose_timeout, now_s, "pose")
+        if pose_reason or self._pose is None:
+            return (0.0,) * self._dof, [pose_reason or "pose_missing"], limits
+        position = self._pose.data
+        assert isinstance(position, tuple)
+        linear = target[0:3]
+        acted = False
+        decel = cfg.max_decel[0:3]
+        if cfg.workspace_min:
+            linear, box = limit_box(
+                position,
+                linear,
+                cfg.workspace_min,
+                cfg.workspace_max,
+                decel,
+                cfg.workspace_margin,
+                cfg.lookahead_s,
+            )
+            acted |= box
+        if cfg.workspace_sphere_radius > 0:
+            linear, sphere = limit_sphere(
+                position,
+                linear,
+                cfg.workspace_sphere_center,
+                cfg.workspace_sphere_radius,
+                min(decel),
+                cfg.workspace_margin,
+                cfg.lookahead_s,
+            )
+            acted |= sphere
+        if acted:
+            limits.append("workspace")
+        return (*linear, *target[3:6]), [], limits
+
+    @staticmethod
+    def _stale(sensor: _Sensor | None, timeout: float, now_s: float, name: str) -> str | None:
+        if sensor is None:
+            return f"{name}_missing"
+        if now_s - sensor.time > timeout:
+            return f"{name}_stale"
+        return None
+
+    def _points(self) -> np.ndarray:
+        if self._scan_points is None:
+            assert self._scan is not None
+            ranges, angle_min, increment, range_min, range_max = self._scan.data  # type: ignore[misc]
+            self._scan_points = scan_points(
+                ranges, angle_min, increment, range_min, range_max, self._config.scan_pose
+            )
+        return self._scan_points
+
+    # ----------------------------------------------------------------------------------- status
+
+    def status(self) -> SafetyStatus:
+        """Current typed report (state and limits of the last step)."""
+        last = self._last_output
+        return SafetyStatus(
+            state=last.state,
+            reasons=last.reasons,
+            limits=last.limits,
+            last_rejection=self._last_rejection,
+            rejections=dict(self._rejections),
+            accepted=self._accepted,
+            estop_engaged=self._estop,
+            estop_input=self._estop_input,
+            publishing=last.publish,
+        )
+
+
+SEVERITY = {
+    SafetyState.RUNNING: 0,
+    SafetyState.LIMITED: 0,
+    SafetyState.STOPPED: 1,
+    SafetyState.TIMEOUT: 1,
+    SafetyState.ESTOP: 2,
+}
+"""Diagnostic level per state: 0 OK, 1 WARN, 2 ERROR."""
+
+
+def status_report(status: SafetyStatus, config: SafetyConfig) -> tuple[int, str, dict[str, str]]:
+    """Severity, one-line message and key/values for ~/status and /diagnostics."""
+    message = status.state.value
+    if status.reasons:
+        message += ": " + ", ".join(status.reasons)
+    values = {
+        "state": status.state.value,
+        "reasons": ",".join(status.reasons),
+        "active_limits": ",".join(status.limits),
+        "last_rejection": status.last_rejection,
+        "rejected_total": str(sum(status.rejections.values())),
+        "accepted": str(status.accepted),
+        "estop_engaged": str(status.estop_engaged).lower(),
+        "estop_input": str(status.estop_input).lower(),
+        "publishing": str(status.publishing).lower(),
+        "mode": config.mode,
+        "axes": ",".join(config.axis_names),
+        "max_velocity": _fmt(config.max_velocity),
+        "min_velocity": _fmt(config.min_velocity),
+        "max_linear_speed": f"{config.max_linear_speed:g}",
+        "max_angular_speed": f"{config.max_angular_speed:g}",
+        "max_accel": _fmt(config.max_accel),
+        "max_decel": _fmt(config.max_decel),
+        "command_timeout": f"{config.command_timeout:g}",
+    }
+    for code, count in sorted(status.rejections.items()):
+        values[f"rejected.{code}"] = str(count)
+    return SEVERITY[status.state], message, values
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in values) + "]"

@@ -1,0 +1,297 @@
+"""Property-based fuzzing of the validator: whatever the inputs, stamps and timing, the output obeys
+the limits, the actual-dt acceleration bounds, the watchdog and the e-stop."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vla_ros.safety.config import LINEAR_AXES, SafetyConfig
+from vla_ros.safety.invariants import TraceSample, check_trace
+from vla_ros.safety.validator import SafetyState, SafetyValidator
+from vla_ros.safety.zones import ObstacleZones, boundary_distance, depth, inside, project
+
+EXAMPLES = int(os.environ.get("VLA_SAFETY_FUZZ_EXAMPLES", "120"))
+"""Raise for a long fuzzing session; the default keeps the whole file at a few seconds."""
+
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+weird = st.sampled_from([math.nan, math.inf, -math.inf, 1e9, -1e9, 1e-300, 0.0])
+component = st.one_of(st.floats(-3.0, 3.0), st.floats(-3.0, 3.0), st.floats(-3.0, 3.0), weird)
+
+
+@st.composite
+def configs(draw, mode):
+    dof = 3 if mode == "mobile3" else 6
+    pos = st.floats(0.05, 4.0)
+    high = tuple(draw(st.floats(0.0, 2.0)) for _ in range(dof))
+    low = tuple(-draw(st.floats(0.0, 2.0)) for _ in range(dof))
+    config = SafetyConfig.for_mode(
+        mode,
+        max_velocity=high,
+        min_velocity=low,
+        max_linear_speed=draw(pos),
+        max_angular_speed=draw(pos),
+        max_accel=tuple(draw(pos) for _ in range(dof)),
+        max_decel=tuple(draw(pos) for _ in range(dof)),
+        deadband=tuple(draw(st.sampled_from([0.0, 0.0, 0.01, 0.1])) for _ in range(dof)),
+        scale_velocities=draw(st.booleans()),
+        command_timeout=draw(st.floats(0.02, 1.0)),
+        max_command_age=draw(st.floats(0.02, 1.0)),
+        future_tolerance=draw(st.floats(0.0, 0.2)),
+        accept_zero_stamp=draw(st.booleans()),
+        hold_zero_s=draw(st.sampled_from([-1.0, 0.0, 0.3])),
+    )
+    config.validate()
+    return config
+
+
+@st.composite
+def events(draw, dof):
+    kind = draw(
+        st.sampled_from(["cmd"] * 36 + ["estop", "estop_srv", "reset", "reset", "conf", "none"])
+    )
+    dt = draw(st.one_of(st.just(0.02), st.floats(0.0, 0.3)))
+    if kind == "cmd":
+        size = draw(st.sampled_from([dof, dof, dof, 6, 2]))
+        values = tuple(draw(component) for _ in range(size))
+        if draw(st.booleans()):  # hold a command for a while, as a policy would
+            return dt, "hold", (values, draw(st.integers(1, 40)))
+        stamp = draw(  # offset from now: fresh (mostly), old, future, or zero / missing
+            st.one_of(st.floats(-0.05, 0.0), st.floats(-1.5, 1.5), st.just(0.0), st.none())
+        )
+        frame = draw(st.sampled_from(["base_link"] * 8 + ["", "tool0", None]))
+        return dt, kind, (values, stamp, frame)
+    if kind == "estop":
+        return dt, kind, draw(st.booleans())
+    if kind == "conf":
+        return dt, kind, draw(st.one_of(st.floats(-0.5, 1.5), weird))
+    return dt, kind, None
+
+
+def simulate(config, script, stamped):
+    validator = SafetyValidator(config)
+    t = 1000.0
+    samples, records = [], []
+    accepted_times = []
+    for dt, kind, payload in script:
+        t += dt
+        if kind == "cmd":
+            values, offset, frame = payload
+            stamp = (
+                None if offset is None or not stamped else (0.0 if offset == 0.0 else t + offset)
+            )
+            frame = frame if stamped else None
+            verdict = validator.submit_command(values, stamp, frame, t)
+            if verdict.accepted:
+                accepted_times.append(t)
+                if stamp not in (None, 0.0):
+                    assert validator.last_valid_time <= stamp
+            # The watchdog can only ever be fed by an accepted command, and never into the future.
+            last = validator.last_valid_time
+            assert last is None or (accepted_times and last <= accepted_times[-1])
+        elif kind == "hold":
+            values, ticks = payload
+            for _ in range(ticks):
+                frame = "base_link" if stamped else None
+                if validator.submit_command(values, t if stamped else None, frame, t).accepted:
+                    accepted_times.append(t)
+                out = validator.step(t)
+                samples.append(
+                    TraceSample(t, out.motion, validator.estop_engaged, validator.last_valid_time)
+                )
+                records.append((t, out, validator.estop_engaged))
+                t += dt
+        elif kind == "estop":
+            validator.submit_estop(payload)
+        elif kind == "estop_srv":
+            validator.request_estop()
+        elif kind == "reset":
+            validator.reset(t)
+        elif kind == "conf":
+            validator.update_confidence(payload, t)
+        out = validator.step(t)
+        samples.append(
+            TraceSample(t, out.motion, validator.estop_engaged, validator.last_valid_time)
+        )
+        records.append((t, out, validator.estop_engaged))
+    return samples, records
+
+
+def check(config, samples, records):
+    assert check_trace(config, samples, max_gap_s=math.inf) == []
+    for _, out, estop in records:
+        assert all(math.isfinite(v) for v in out.motion)
+        for v, lo, hi in zip(out.motion, config.min_velocity, config.max_velocity, strict=True):
+            assert lo - 1e-9 <= v <= hi + 1e-9
+        linear = math.sqrt(sum(out.motion[i] ** 2 for i in LINEAR_AXES[config.mode]))
+        assert linear <= config.max_linear_speed + 1e-9
+        if estop:
+            assert out.motion == (0.0,) * config.dof
+            assert out.state is SafetyState.ESTOP
+        if any(out.motion):
+            assert out.publish  # never silent while commanding motion
+
+
+@FUZZ
+@given(st.data())
+def test_mobile_outputs_obey_every_limit_for_any_input(data):
+    config = data.draw(configs("mobile3"))
+    script = data.draw(st.lists(events(3), min_size=1, max_size=60))
+    stamped = data.draw(st.booleans())
+    check(config, *simulate(config, script, stamped))
+
+
+@FUZZ
+@given(st.data())
+def test_arm_outputs_obey_every_limit_for_any_input(data):
+    config = data.draw(configs("arm7"))
+    script = data.draw(st.lists(events(6), min_size=1, max_size=60))
+    check(config, *simulate(config, script, stamped=True))
+
+
+@FUZZ
+@given(st.data())
+def test_timeout_brakes_to_zero_within_the_decel_time_and_nothing_postpones_it(data):
+    config = data.draw(configs("mobile3"))
+    start = data.draw(st.lists(st.floats(-2.0, 2.0), min_size=3, max_size=3))
+    validator = SafetyValidator(config)
+    t = 50.0
+    validator.step(t)
+    for _ in range(200):  # settle on the (limited) command
+        t += 0.02
+        validator.submit_command(start, None, None, t)
+        out = validator.step(t)
+    last_valid = t
+    moving = out.motion
+    # From now on: only garbage, at arbitrary times; none of it may feed the watchdog.
+    junk = data.draw(
+        st.lists(
+            st.tuples(
+                st.floats(0.001, 0.1),
+                st.tuples(component, component, component),
+                st.sampled_from([t + 100.0, 1.0, 0.0, math.nan]),
+            ),
+            min_size=1,
+            max_size=80,
+        )
+    )
+    braking = max(abs(v) / d for v, d in zip(moving, config.max_decel, strict=True))
+    for dt, values, stamp in junk:
+        t += dt
+        verdict = validator.submit_command(values, stamp, None, t)
+        if verdict.accepted:
+            return  # a genuinely valid command (finite, sane stamp) may of course feed it
+        out = validator.step(t)
+        assert validator.last_valid_time == last_valid
+        if t - last_valid > config.command_timeout:
+            assert out.state is SafetyState.TIMEOUT
+        if t > last_valid + config.command_timeout + 0.1 + braking + 1e-9:
+            assert out.motion == (0.0, 0.0, 0.0)
+            assert out.publish or config.hold_zero_s >= 0
+
+
+@FUZZ
+@given(
+    st.lists(st.floats(-0.45, 0.45), min_size=3, max_size=3),
+    st.lists(
+        st.tuples(st.floats(-0.3, 0.3), st.floats(-0.3, 0.3), st.floats(-0.3, 0.3)),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_workspace_box_is_never_left_in_closed_loop(start, commands):
+    """Integrate the arm's position from the outputs: it stays inside the box (to within one
+    tick of braking) and a start outside can only come back."""
+    config = SafetyConfig.for_mode(
+        "arm7", workspace_min=(-0.5, -0.5, 0.0), workspace_max=(0.5, 0.5, 1.0)
+    )
+    validator = SafetyValidator(config)
+    position = np.array([start[0], start[1], start[2] + 0.5])
+    t, period = 10.0, 0.02
+    for command in commands:
+        for _ in range(40):
+            t += period
+            validator.update_pose(tuple(position), t, "base_link", t)
+            validator.submit_command((*command, 0.0, 0.0, 0.0), t, "base_link", t)
+            out = validator.step(t)
+            position = position + period * np.array(out.motion[:3])
+            slack = 0.5 * max(config.max_accel) * period * period + 1e-9
+            assert np.all(position >= np.array(config.workspace_min) - slack)
+            assert np.all(position <= np.array(config.workspace_max) + slack)
+
+
+square = (0.3, 0.25, 0.3, -0.25, -0.3, -0.25, -0.3, 0.25)
+
+
+@FUZZ
+@given(
+    st.lists(st.tuples(st.floats(-1, 1), st.floats(-1, 1)), min_size=1, max_size=30),
+    st.tuples(st.floats(-0.5, 0.5), st.floats(-0.5, 0.5), st.floats(-1.0, 1.0)),
+)
+def test_stop_zone_never_lets_an_obstacle_get_deeper(points, motion):
+    zones = ObstacleZones(square, (), 1.0, (), 0.0, lookahead_s=0.1)
+    cloud = np.array(points, dtype=float)
+    result = zones.evaluate(cloud, motion)
+    zone = np.array(square).reshape(-1, 2)
+    before = depth(zone, cloud).max()
+    after = depth(zone, project(cloud, *motion, 0.1)).max()
+    if result.blocked:
+        assert after > before
+    else:
+        assert after <= before + 1e-6
+    # Backing straight away from an obstacle the robot touches is never refused (no wedging).
+    x, y = points[0]
+    distance = math.hypot(x, y)
+    if distance > 1e-3:
+        away = (-0.2 * x / distance, -0.2 * y / distance, 0.0)
+        assert not zones.evaluate(cloud[:1], away).blocked
+
+
+footprint = (0.2, 0.15, 0.2, -0.15, -0.2, -0.15, -0.2, 0.15)
+
+
+@FUZZ
+@given(
+    st.lists(st.tuples(st.floats(-1.5, 1.5), st.floats(-1.5, 1.5)), min_size=1, max_size=20),
+    st.tuples(st.floats(-0.5, 0.5), st.floats(-0.5, 0.5), st.floats(-1.5, 1.5)),
+)
+def test_exact_time_to_collision_matches_a_fine_simulation(points, motion):
+    zones = ObstacleZones((), (), 1.0, footprint, 2.0, lookahead_s=0.1)
+    poly = np.array(footprint).reshape(-1, 2)
+    cloud = np.array(points, dtype=float)
+    # Points touching the edge are the no-deeper rule's business, not time-to-collision's.
+    cloud = cloud[boundary_distance(poly, cloud) > 1e-6]
+    outside = cloud[~inside(poly, cloud)]
+    exact = zones._time_to_collision(cloud, *motion)
+    step = 0.002
+    simulated = next(
+        (
+            k * step
+            for k in range(1, int(2.0 / step) + 1)
+            if len(outside) and inside(poly, project(outside, *motion, k * step)).any()
+        ),
+        None,
+    )
+    if simulated is None:
+        # Only a graze shorter than one simulation step can slip between samples.
+        assert exact is None or exact > 2.0 - step or _grazes(poly, outside, motion, exact)
+    else:
+        assert exact is not None
+        assert exact <= simulated + 1e-9
+        assert simulated - exact <= step + 1e-6 or _grazes(poly, outside, motion, exact)
+
+
+def _grazes(poly, points, motion, t):
+    """True if the contact at t is a touch that leaves again within a few milliseconds."""
+    return not any(
+        inside(poly, project(points, *motion, t + dt)).any() for dt in (0.001, 0.002, 0.003)
+    )
