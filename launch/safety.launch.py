@@ -3,9 +3,10 @@
     ros2 launch vla_ros safety.launch.py mode:=mobile3 input_topic:=/joy_vel
     ros2 launch vla_ros safety.launch.py mode:=arm7 params_file:=/path/arm.yaml namespace:=robot1
 
-Arguments: `mode` (mobile3 | arm7; empty = the file's value, else mobile3), `params_file` (YAML
-with a `vla_safety:` or `/**:` section; empty = the package's config/mobile.yaml or arm.yaml),
-`namespace`, `use_sim_time`, `input_topic` (remaps vla/cmd_raw or vla/arm_cmd_raw).
+Arguments: `mode` (mobile3 | arm7, or vla.launch.py's mobile | arm; empty = the file's value,
+else mobile3), `params_file` (YAML with a `vla_safety:` or `/**:` section; empty = the package's
+config/mobile.yaml or arm.yaml), `namespace`, `use_sim_time`, `input_topic` (remaps
+vla/cmd_raw or vla/arm_cmd_raw).
 
 The file's `vla_safety` section is read here and handed over as a dict, so it applies whatever
 `namespace` is. launch and launch_ros are imported inside the functions that need them: the
@@ -21,6 +22,8 @@ import yaml
 
 NODE_NAME = "vla_safety"
 MODES = ("mobile3", "arm7")
+MODE_ALIASES = {"mobile": "mobile3", "arm": "arm7"}
+"""vla.launch.py's spelling of the modes, accepted here too."""
 DEFAULT_INPUT = {"mobile3": "vla/cmd_raw", "arm7": "vla/arm_cmd_raw"}
 DEFAULT_PARAMS_FILE = {"mobile3": "mobile.yaml", "arm7": "arm.yaml"}
 ARGUMENTS = {
@@ -57,8 +60,9 @@ def plan(
     share_dir: str | None,
 ) -> dict[str, Any]:
     """Keyword arguments for launch_ros's Node, from the launch arguments as strings."""
+    mode = MODE_ALIASES.get(mode, mode)
     if not params_file and share_dir is not None:
-        guess = os.path.join(share_dir, "config", DEFAULT_PARAMS_FILE[mode or "mobile3"])
+        guess = os.path.join(share_dir, "config", DEFAULT_PARAMS_FILE.get(mode, "mobile.yaml"))
         params_file = guess if os.path.isfile(guess) else ""
     parameters = safety_parameters(params_file)
     mode = mode or str(parameters.get("mode", "mobile3"))

@@ -22,13 +22,21 @@ def console_scripts() -> set[str]:
 
 
 def launch_keyword_values(path: Path, keyword: str) -> set[str]:
-    """String literals passed as `keyword=` anywhere in a launch file."""
+    """String literals given for `keyword` in a launch file: `keyword=` or a `"keyword":` key."""
     values = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Call):
             for kw in node.keywords:
                 if kw.arg == keyword and isinstance(kw.value, ast.Constant):
                     values.add(kw.value.value)
+        elif isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values, strict=True):
+                if (
+                    isinstance(key, ast.Constant)
+                    and key.value == keyword
+                    and isinstance(value, ast.Constant)
+                ):
+                    values.add(value.value)
     return values
 
 
@@ -57,7 +65,15 @@ def test_every_launched_executable_is_a_console_script(launch_file: Path):
     assert executables, f"{launch_file.name} launches nothing"
     assert executables <= console_scripts()
     assert launch_keyword_values(launch_file, "package") == {"vla_ros"}
-    assert launch_keyword_values(launch_file, "name") <= NODE_NAMES
+    names = launch_keyword_values(launch_file, "name") | {
+        node.value.value
+        for node in ast.walk(ast.parse(launch_file.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Assign)
+        and any(getattr(t, "id", "") == "NODE_NAME" for t in node.targets)
+        and isinstance(node.value, ast.Constant)
+    }
+    assert names
+    assert names <= NODE_NAMES
 
 
 def test_vla_launch_declares_the_documented_arguments():
@@ -82,20 +98,21 @@ def test_parameter_files_are_installed_and_cover_both_modes():
 
 @pytest.mark.ros
 @pytest.mark.parametrize("mode", sorted(ACTION_SPACE))
-def test_every_yaml_parameter_is_declared_with_a_valid_value(mode: str, ros_context):
+def test_every_yaml_parameter_is_declared_with_a_valid_value(mode: str):
     """Start the real nodes from the file: each accepts every value and declares every key."""
     import rclpy
+    from rclpy.context import Context
 
     from vla_ros.policy.stub import StubPolicy
     from vla_ros.policy.types import PolicySpec
 
-    rclpy.shutdown(context=ros_context)
     options = StackOptions(mode=mode, model_dir="unused-with-stub-policy")
-    rclpy.init(args=ros_args_for(options), context=ros_context)
+    context = Context()
+    rclpy.init(args=ros_args_for(options), context=context)
     spec = PolicySpec(
         action_space=ACTION_SPACE[mode], chunk=10, window=8, action_period_s=0.1, image_size=224
     )
-    nodes = build_stack(ros_context, options, policy=StubPolicy(spec))
+    nodes = build_stack(context, options, policy=StubPolicy(spec))
     try:
         sections = yaml.safe_load(options.resolved_params_file().read_text(encoding="utf-8"))
         for node in nodes:
@@ -104,9 +121,10 @@ def test_every_yaml_parameter_is_declared_with_a_valid_value(mode: str, ros_cont
                 assert node.has_parameter(name), f"{node.get_name()} does not declare {name}"
                 actual = node.get_parameter(name).value
                 if isinstance(value, list):
-                    assert list(actual) == pytest.approx(value), name
+                    assert list(actual) == pytest.approx([float(v) for v in value]), name
                 elif name not in {"mode", "action_space", "model_dir"}:
                     assert actual == value, name
     finally:
         for node in nodes:
             node.destroy_node()
+        rclpy.shutdown(context=context)

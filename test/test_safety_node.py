@@ -318,3 +318,25 @@ def test_serves_inputs_estop_and_outputs_under_run_nodes_multithreaded_executor(
         executor.shutdown()
         node.destroy_node()
         peer.destroy_node()
+
+
+def test_a_stopping_validator_commands_zero_instead_of_going_silent(ros_context, spin_until):
+    node = SafetyNode(context=ros_context, parameter_overrides=[Parameter("mode", value="mobile3")])
+    peer = Node("safety_shutdown_peer", context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    executor.add_node(peer)
+    outputs: list[Twist] = []
+    cmd = peer.create_publisher(Twist, "vla/cmd_raw", COMMAND_QOS)
+    peer.create_subscription(Twist, "cmd_vel", outputs.append, COMMAND_QOS)
+    sender = peer.create_timer(0.02, lambda: cmd.publish(twist(0.2)))
+    try:
+        assert spin_until(executor, lambda: outputs and outputs[-1].linear.x > 0.1)
+        peer.destroy_timer(sender)
+        executor.remove_node(node)
+        node.destroy_node()
+        seen = len(outputs)
+        assert spin_until(executor, lambda: any(m == Twist() for m in outputs[seen:]))
+    finally:
+        executor.shutdown()
+        peer.destroy_node()

@@ -100,16 +100,16 @@ def build_stack(
 def run_bringup(options: StackOptions) -> int:
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
 
-    from vla_ros.nodes.common import ParameterError
+    from vla_ros.nodes.common import ParameterError, make_executor
 
     context = Context()
     rclpy.init(args=ros_args_for(options), context=context)
     nodes: list[Node] = []
     try:
         nodes = build_stack(context, options)
-        executor = MultiThreadedExecutor(num_threads=6, context=context)
+        executor = make_executor(context)
         for node in nodes:
             executor.add_node(node)
         nodes[0].get_logger().info(

@@ -346,6 +346,23 @@ class SafetyNode(Node):
         if output.gripper is not None and self._gripper_pub is not None:
             self._gripper_pub.publish(Float64(data=output.gripper))
 
+    def destroy_node(self) -> None:
+        """A validator going down commands zero once instead of leaving the last velocity to the
+        robot's own timeout (going silent is the failure mode the brief warns about)."""
+        try:
+            zero = Output(
+                motion=(0.0,) * len(self.core.config.max_velocity),
+                gripper=None,
+                state=self.core.status().state,
+                reasons=("shutdown",),
+                limits=(),
+                publish=True,
+            )
+            self._publish(zero, self.get_clock().now().to_msg())
+        except Exception as exc:  # shutting down: never let this mask the real teardown
+            self.get_logger().warning(f"could not publish the final zero command: {exc}")
+        super().destroy_node()
+
     @_serialized
     def _publish_status(self) -> None:
         level, message, values = status_report(self.core.status(), self.core.config)
