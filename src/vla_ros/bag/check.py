@@ -1,0 +1,287 @@
+"""`vla-ros bag check`: a recorded run against the safety invariants of its parameter file.
+
+This module only turns bag records into `vla_ros.safety.invariants.TraceSample`s; the rules
+themselves (limits, accel with the actual dt, watchdog, e-stop, silence) live in
+`check_trace`, the same code the safety tests use.
+
+Plain `Twist` outputs carry no stamp, so their time is the recorder's receive time; receive jitter
+is absorbed by `time_tolerance_s` (default one output period). Times are taken relative to the
+bag start in integer nanoseconds first, so float rounding of epoch seconds cannot fake a
+violation. E-stop inputs and `~/status` count from their receive time plus one output period
+(or the tolerance, if larger): an output already in flight when the e-stop arrived is not a
+violation, one published a period later is.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vla_ros.bag.io import BagError, BagReader, deserialize, stamp_ns
+
+OUTPUT_TOPICS = {
+    "mobile3": ("cmd_vel", "geometry_msgs/msg/Twist"),
+    "arm7": ("servo_node/delta_twist_cmds", "geometry_msgs/msg/TwistStamped"),
+}
+RAW_TOPICS = {
+    "mobile3": ("vla/cmd_raw", ("geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped")),
+    "arm7": ("vla/arm_cmd_raw", ("geometry_msgs/msg/TwistStamped",)),
+}
+STAMP_RESOLUTION_S = 1e-6
+"""Nodes compute in float seconds since the epoch (about 0.24 us resolution today), so stamped
+outputs get this much dt slack; it is far below any accel·dt a real violation needs."""
+ESTOP_TOPIC = ("vla/estop", ("std_msgs/msg/Bool",))
+STATUS_TOPIC = ("vla_safety/status", ("diagnostic_msgs/msg/DiagnosticStatus",))
+
+
+def load_node_params(path: str | Path, node: str = "vla_safety") -> dict[str, Any]:
+    """The flat `ros__parameters` of `node` from a ROS 2 parameter file.
+
+    Wildcard sections (`/**`, `**`) apply first, then any section whose last name is `node`,
+    at any namespace depth, in file order.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"parameter file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise BagError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise BagError(f"{path}: expected a mapping of node names to ros__parameters")
+    wildcard: dict[str, Any] = {}
+    exact: dict[str, Any] = {}
+
+    def walk(section: Mapping[str, Any], names: tuple[str, ...]) -> None:
+        for key, value in section.items():
+            if key == "ros__parameters":
+                if not isinstance(value, dict):
+                    raise BagError(f"{path}: ros__parameters of {'/'.join(names)} is not a map")
+                last = names[-1].strip("/").split("/")[-1] if names else ""
+                if last in ("**", "*"):
+                    wildcard.update(value)
+                elif last == node:
+                    exact.update(value)
+            elif isinstance(value, dict):
+                walk(value, (*names, str(key)))
+
+    walk(raw, ())
+    if not wildcard and not exact:
+        raise BagError(f"{path}: no ros__parameters for node {node!r} (or /**)")
+    return {**wildcard, **exact}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One violation, with the absolute time (s since epoch) and seconds from the bag start."""
+
+    t: float
+    t_rel: float
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"t={self.t:.6f} (+{self.t_rel:.3f} s) {self.kind}: {self.message}"
+
+
+@dataclass
+class CheckResult:
+    bag: Path
+    mode: str
+    output_topic: str
+    samples: int
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def __iter__(self) -> Iterator[Finding]:
+        return iter(self.findings)
+
+    def __len__(self) -> int:
+        return len(self.findings)
+
+    def summary(self, limit: int = 50) -> str:
+        lines = [
+            f"{self.bag}: {self.samples} {self.mode} outputs on {self.output_topic}, "
+            f"{len(self.findings)} violation(s)"
+        ]
+        lines += [f"note: {note}" for note in self.notes]
+        lines += [f"  {finding}" for finding in self.findings[:limit]]
+        if len(self.findings) > limit:
+            lines.append(f"  ... {len(self.findings) - limit} more")
+        lines.append("PASS" if self.ok else "FAIL")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bag": str(self.bag),
+            "mode": self.mode,
+            "output_topic": self.output_topic,
+            "samples": self.samples,
+            "ok": self.ok,
+            "notes": self.notes,
+            "violations": [vars(f) for f in self.findings],
+        }
+
+
+def _find(info: Any, suffix: str, types: Sequence[str]) -> str | None:
+    for topic in info.topics:
+        if topic.name.rstrip("/").endswith(suffix) and topic.msgtype in types:
+            return str(topic.name)
+    return None
+
+
+def _detect_mode(info: Any) -> str:
+    found = [m for m, (suffix, t) in OUTPUT_TOPICS.items() if _find(info, suffix, (t,))]
+    if len(found) != 1:
+        raise BagError(
+            f"{info.path}: cannot tell the mode from the topics (found outputs for {found}); "
+            "pass --mode or set mode in the parameter file"
+        )
+    return found[0]
+
+
+class _Switch:
+    """A boolean signal over time (e-stop engaged), known at its receive times."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.values: list[bool] = []
+
+    def add(self, t: float, value: bool) -> None:
+        self.times.append(t)
+        self.values.append(value)
+
+    def at(self, t: float) -> bool:
+        index = bisect.bisect_right(self.times, t) - 1
+        return index >= 0 and self.values[index]
+
+
+def _estop_flag(engaged: _Switch, t: float, zero: bool, reaction_s: float) -> bool:
+    """Whether `check_trace` should treat the output at `t` as under e-stop.
+
+    Within `reaction_s` of the e-stop arriving the node may still be moving (an output in
+    flight, checked by the normal rules) or may already have stopped (an immediate stop is what
+    the e-stop permits); after that it must be zero.
+    """
+    if engaged.at(t - reaction_s):
+        return True
+    return zero and engaged.at(t)
+
+
+def check_bag(
+    bag: str | Path,
+    params: str | Path | Mapping[str, Any] | None = None,
+    *,
+    mode: str | None = None,
+    node: str = "vla_safety",
+    time_tolerance_s: float | None = None,
+    max_gap_s: float | None = None,
+) -> CheckResult:
+    """Check every safety output in `bag` against the limits in `params`.
+
+    `params` is a ROS parameter file (the `node` section is used), a flat mapping, or None for
+    the validator's defaults of `mode`. `max_gap_s` is the longest silence allowed while moving
+    (default five output periods, see `check_trace`).
+    """
+    from vla_ros.safety.config import SafetyConfig
+    from vla_ros.safety.invariants import TraceSample, check_trace
+
+    if params is None:
+        values: dict[str, Any] = {}
+    elif isinstance(params, Mapping):
+        values = dict(params)
+    else:
+        values = load_node_params(params, node)
+    with BagReader(bag) as reader:
+        info = reader.info()
+        mode = mode or values.get("mode") or _detect_mode(info)
+        try:
+            config = SafetyConfig.from_params({**values, "mode": mode})
+            config.validate()
+        except ValueError as exc:
+            raise BagError(f"safety parameters: {exc}") from exc
+        suffix, out_type = OUTPUT_TOPICS[mode]
+        output = _find(info, suffix, (out_type,))
+        if output is None:
+            raise BagError(f"{info.path}: no {suffix} ({out_type}) topic: nothing to check")
+        stamped = out_type.endswith("TwistStamped")
+        period = 1.0 / config.output_rate_hz
+        tolerance = (
+            time_tolerance_s
+            if time_tolerance_s is not None
+            else (STAMP_RESOLUTION_S if stamped else period)
+        )
+        raw_suffix, raw_types = RAW_TOPICS[mode]
+        raw = _find(info, raw_suffix, raw_types)
+        estop_topic = _find(info, *ESTOP_TOPIC)
+        status_topic = _find(info, *STATUS_TOPIC)
+        estop = _Switch()
+        status = _Switch()
+        inputs: list[float] = []
+        outputs: list[tuple[float, tuple[float, ...]]] = []
+        wanted = [t for t in (output, raw, estop_topic, status_topic) if t is not None]
+        origin = info.start_ns
+        for message in reader.messages(wanted):
+            received = (message.timestamp_ns - origin) / 1e9
+            msg = deserialize(message.data, message.msgtype, message.topic)
+            if message.topic == output:
+                stamp = stamp_ns(msg) if stamped else None
+                t = (stamp - origin) / 1e9 if stamp else received
+                twist = getattr(msg, "twist", msg)
+                outputs.append(
+                    (
+                        t,
+                        (
+                            twist.linear.x,
+                            twist.linear.y,
+                            twist.linear.z,
+                            twist.angular.x,
+                            twist.angular.y,
+                            twist.angular.z,
+                        ),
+                    )
+                )
+            elif message.topic == raw:
+                stamp = stamp_ns(msg)
+                inputs.append((stamp - origin) / 1e9 if stamp else received)
+            elif message.topic == estop_topic:
+                estop.add(received, bool(msg.data))
+            else:
+                state = next((kv.value for kv in msg.values if kv.key == "state"), "")
+                status.add(received, state == "estop")
+    inputs.sort()
+    outputs.sort(key=lambda sample: sample[0])
+    result = CheckResult(Path(bag), mode, output, len(outputs))
+    if raw is None:
+        result.notes.append(f"no {raw_suffix} recorded: watchdog not checked")
+    if estop_topic is None and status_topic is None:
+        result.notes.append("no vla/estop or ~/status recorded: e-stop not checked")
+    samples = []
+    reaction = max(tolerance, period)
+    for t, motion in outputs:
+        zero = not any(motion)
+        index = bisect.bisect_right(inputs, t) - 1
+        last_input = (inputs[index] if index >= 0 else None) if raw is not None else t
+        samples.append(
+            TraceSample(
+                t=t,
+                motion=motion,
+                estop=_estop_flag(estop, t, zero, reaction)
+                or _estop_flag(status, t, zero, reaction),
+                last_valid_input_t=last_input,
+            )
+        )
+    for violation in check_trace(config, samples, time_tolerance_s=tolerance, max_gap_s=max_gap_s):
+        result.findings.append(
+            Finding(origin / 1e9 + violation.t, violation.t, violation.kind, violation.message)
+        )
+    return result
