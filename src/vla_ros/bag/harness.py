@@ -1,7 +1,7 @@
 """Replay a bag through caller-supplied nodes in one process and capture what they publish.
 
 Real nodes, real DDS: the player, the nodes under test and a recorder share one rclpy Context;
-the nodes under test spin on one MultiThreadedExecutor, the recorder on its own thread. Used by
+the nodes under test spin on one executor, the recorder on its own thread. Used by
 the stack regression tests and by `vla-ros demo`.
 """
 
@@ -89,14 +89,7 @@ def wait_until_wired(nodes: Sequence[Any], timeout_s: float, stop: threading.Eve
 
 
 class _Spinner:
-    """Spins an executor on a background thread until stopped.
-
-    rclpy's MultiThreadedExecutor hands a ready callback to its pool and, on the next
-    `spin_once`, yields it again while the pool has not started it yet; on a loaded machine the
-    spinning thread then busy-loops on the GIL and starves the very pool threads it waits for
-    (~100 % CPU, callbacks delayed by hundreds of ms). Waiting until the pool has picked up what
-    it was given before spinning again breaks that loop.
-    """
+    """Spins an executor on a background thread until stopped."""
 
     def __init__(self, executor: Any) -> None:
         self.executor = executor
@@ -108,14 +101,8 @@ class _Spinner:
         try:
             while not self.stop.is_set():
                 self.executor.spin_once(timeout_sec=0.05)
-                self._let_pool_start()
         except Exception as exc:  # surfaced to the caller after the run
             self.error = exc
-
-    def _let_pool_start(self) -> None:
-        handed = list(getattr(self.executor, "_futures", ()))
-        while any(not (f.executing() or f.done()) for f in handed) and not self.stop.is_set():
-            time.sleep(0.0005)
 
     def __enter__(self) -> _Spinner:
         self.thread.start()
@@ -124,12 +111,6 @@ class _Spinner:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join(timeout=10.0)
-        # rclpy's MultiThreadedExecutor.shutdown() destroys its guard condition before its pool
-        # has run the callbacks already handed to it, which then fail noisily; let them finish.
-        deadline = time.monotonic() + 5.0
-        pending = list(getattr(self.executor, "_futures", ()))
-        while any(not f.done() for f in pending) and time.monotonic() < deadline:
-            time.sleep(0.005)
 
 
 def run_bag(
@@ -144,7 +125,6 @@ def run_bag(
     storage: str = "sqlite3",
     tail_s: float = 0.5,
     wire_timeout_s: float = 10.0,
-    threads: int = 4,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
     use_sim_time: bool | None = None,
@@ -159,7 +139,7 @@ def run_bag(
     is still closed properly. Receive times follow `/clock` (bag time) when the replay publishes
     it, unless `use_sim_time` says otherwise, so they compare directly with header stamps.
     """
-    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+    from vla_ros.nodes.common import make_executor
 
     stop = stop or threading.Event()
     options = replay or ReplayOptions()
@@ -171,9 +151,9 @@ def run_bag(
     player: BagPlayer | None = None
     stats = ReplayStats()
     wired = False
-    executor = MultiThreadedExecutor(num_threads=threads, context=context)
+    executor = make_executor(context)
     # The recorder spins alone so its receive times are not queued behind the nodes' callbacks.
-    record_executor = SingleThreadedExecutor(context=context)
+    record_executor = make_executor(context)
     try:
         recorder = BagRecorder(
             record_topics,
