@@ -91,6 +91,7 @@ class Probe:
         self.keyframe_pub = self.node.create_publisher(Header, "vla/keyframe", COMMAND_QOS)
         self.frames: dict[int, Image] = {}
         self.scores: dict[int, float] = {}
+        self.references: dict[int, float] = {}
         self.status: dict[str, str] = {}
         self.node.create_subscription(Image, "vla/frame", self._on_frame, LATEST_ONLY_QOS)
         self.node.create_subscription(
@@ -103,6 +104,7 @@ class Probe:
 
     def _on_score(self, msg: Vector3Stamped) -> None:
         self.scores[stamp_ns(msg.header)] = msg.vector.x
+        self.references[stamp_ns(msg.header)] = msg.vector.y
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -241,6 +243,7 @@ def test_keyframe_resets_the_scene_reference(rig):
         lambda: probe.image_pub.publish(first), lambda: stamp_ns(first.header) in probe.scores
     )
     assert probe.scores[stamp_ns(first.header)] == 1.0, "no keyframe yet: everything is new"
+    assert probe.references[stamp_ns(first.header)] == 0.0, "no reference yet"
 
     keyframe = stamp(10)
     assert exchange(
@@ -253,6 +256,7 @@ def test_keyframe_resets_the_scene_reference(rig):
         lambda: probe.image_pub.publish(again), lambda: stamp_ns(again.header) in probe.scores
     )
     assert probe.scores[stamp_ns(again.header)] < 0.01
+    assert probe.references[stamp_ns(again.header)] == pytest.approx(stamp_ns(keyframe) * 1e-9)
 
     other = raw_image(view_b, "rgb8", stamp(12))
     assert exchange(

@@ -99,6 +99,22 @@ def test_scene_scores_against_an_outdated_reference_are_not_events():
     assert firing.cause is Cause.SCENE_CHANGE
 
 
+def test_a_score_the_camera_made_against_an_older_keyframe_is_not_an_event():
+    """The keyframe is in flight to the camera while it scores a newer frame: that score still
+    compares with the previous keyframe, so it must not re-fire for a change already seen."""
+    trigger = started(0.0)
+    assert trigger.poll(1.0) is None
+    trigger.request()
+    assert trigger.poll(1.0) is not None
+    trigger.finish(1.1, success=True, keyframe_stamp_s=1.0)
+    assert not trigger.scene_change(0.9, 1.12, reference_stamp_s=0.0)
+    assert trigger.poll(1.5, remaining=10) is None
+    assert trigger.scene_change(0.9, 1.15, reference_stamp_s=1.0)
+    firing = trigger.poll(1.5, remaining=10)
+    assert firing is not None
+    assert firing.cause is Cause.SCENE_CHANGE
+
+
 def test_scene_change_during_a_failed_inference_is_kept():
     trigger = started(0.0)
     trigger.request()

@@ -11,6 +11,9 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 
+KEYFRAME_STAMP_TOLERANCE_S = 1e-6
+"""Stamps cross the wire as (sec, nanosec) and come back as float seconds; allow the rounding."""
+
 
 class Cause(str, Enum):
     """Why an inference ran. Declaration order is the priority used to name a coalesced firing."""
@@ -93,6 +96,7 @@ class EventTrigger:
         self._busy = False
         self._last_start_s: float | None = None
         self._reference_since_s = -math.inf
+        self._keyframe_stamp_s: float | None = None
         self._chunk_armed = False
 
     @property
@@ -132,13 +136,26 @@ class EventTrigger:
         self._pending.add(Cause.EXPLICIT)
         return True
 
-    def scene_change(self, score: float, frame_stamp_s: float) -> bool:
-        """Offer the score of a frame; True when it is accepted as a scene-change event."""
+    def scene_change(
+        self, score: float, frame_stamp_s: float, reference_stamp_s: float | None = None
+    ) -> bool:
+        """Offer the score of a frame; True when it is accepted as a scene-change event.
+
+        A score is only meaningful against the current keyframe: one from a frame taken before
+        the last keyframe went out, or (when the scorer says which reference it used) one measured
+        against an older keyframe, would re-fire for a change the last inference already saw.
+        """
+        outdated_reference = (
+            reference_stamp_s is not None
+            and self._keyframe_stamp_s is not None
+            and reference_stamp_s < self._keyframe_stamp_s - KEYFRAME_STAMP_TOLERANCE_S
+        )
         if (
             self._instruction is None
             or not math.isfinite(score)
             or score <= self.config.scene_change_threshold
             or frame_stamp_s < self._reference_since_s
+            or outdated_reference
         ):
             return False
         self._pending.add(Cause.SCENE_CHANGE)
@@ -196,10 +213,12 @@ class EventTrigger:
         self._last_start_s = now_s
         return Firing(cause=min(causes, key=_PRIORITY.__getitem__), causes=causes, time_s=now_s)
 
-    def finish(self, now_s: float, success: bool) -> None:
-        """The running inference ended; on success its chunk executes and its keyframe went out."""
+    def finish(self, now_s: float, success: bool, keyframe_stamp_s: float | None = None) -> None:
+        """The running inference ended; on success its chunk executes and its keyframe (the frame
+        stamped `keyframe_stamp_s`) becomes the scene reference."""
         self._busy = False
         if success:
             self._chunk_armed = True
             self._reference_since_s = now_s
+            self._keyframe_stamp_s = keyframe_stamp_s
             self._pending.discard(Cause.SCENE_CHANGE)

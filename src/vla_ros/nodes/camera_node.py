@@ -210,6 +210,8 @@ class CameraNode(Node):
 
         scene = Vector3Stamped(header=msg.header)
         scene.vector.x = score
+        reference = self._detector.reference_stamp_ns
+        scene.vector.y = 0.0 if reference is None else reference * 1e-9
         out = Image(
             header=msg.header,
             height=self._size,

@@ -247,7 +247,7 @@ class InferenceNode(Node):
             self._spec.action_period_s, blend=cfg["blend"], blend_weight=cfg["blend_weight"]
         )
         self._frame: _Frame | None = None
-        self._scores: OrderedDict[tuple[int, int], float] = OrderedDict()
+        self._scores: OrderedDict[tuple[int, int], tuple[float, float | None]] = OrderedDict()
         self._generation = 0
         self._signalled = False
         self._signal_perf = 0.0
@@ -344,19 +344,21 @@ class InferenceNode(Node):
             if self._frame is not None and not self._frame.used:
                 self._counts["frames_replaced"] += 1
             self._frame = _Frame(msg.header, rgb, stamp_s)
-            score = self._scores.pop(_stamp_key(msg.header), None)
-            if score is not None:
-                self._trigger.scene_change(score, stamp_s)
+            scored = self._scores.pop(_stamp_key(msg.header), None)
+            if scored is not None:
+                self._trigger.scene_change(scored[0], stamp_s, scored[1])
             self._signal()
 
     def _on_scene_change(self, msg: Vector3Stamped) -> None:
+        """vector.x = score; vector.y = stamp (s) of the keyframe scored against, 0 = unknown."""
+        reference_s = msg.vector.y if msg.vector.y > 0.0 else None
         with self._lock:
             frame = self._frame
             if frame is not None and _stamp_key(frame.header) == _stamp_key(msg.header):
-                self._trigger.scene_change(msg.vector.x, frame.stamp_s)
+                self._trigger.scene_change(msg.vector.x, frame.stamp_s, reference_s)
                 self._signal()
                 return
-            self._scores[_stamp_key(msg.header)] = msg.vector.x
+            self._scores[_stamp_key(msg.header)] = (msg.vector.x, reference_s)
             while len(self._scores) > SCORE_MEMORY:
                 self._scores.popitem(last=False)
 
@@ -533,7 +535,7 @@ class InferenceNode(Node):
                 self._causes[job.firing.cause.value] += 1
                 self._last_error = ""
                 count = self._counts["inferences"]
-            self._trigger.finish(now_s, success=current)
+            self._trigger.finish(now_s, success=current, keyframe_stamp_s=job.frame.stamp_s)
             self._signal()
         if not current:
             return
