@@ -63,6 +63,7 @@ def test_remap_parsing():
         (ReplayOptions(rate=0.0), "rate"),
         (ReplayOptions(rate=float("nan")), "rate"),
         (ReplayOptions(start_offset_s=-1.0), "offset"),
+        (ReplayOptions(start_offset_s=float("inf")), "offset"),
         (ReplayOptions(clock_hz=0.0), "clock"),
         (ReplayOptions(max_loops=0), "max_loops"),
     ],
@@ -165,7 +166,8 @@ def test_loop_replays_the_bag_again(ros_context):
     assert scheduled == sorted(scheduled)
 
 
-def test_clock_follows_bag_time(ros_context, spin_until):
+def _clock_ticks(ros_context, spin_until, options):
+    """Every /clock value a listener saw during one full playback."""
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rosgraph_msgs.msg import Clock
@@ -180,7 +182,6 @@ def test_clock_follows_bag_time(ros_context, spin_until):
     )
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)
-    options = ReplayOptions(clock=True, clock_hz=200.0, topics=("/chatter",))
     with BagPlayer(REFERENCE, options, context=ros_context) as player:
         clock_pub = next(p for p in player.node.publishers if p.topic_name == "/clock")
         assert spin_until(executor, lambda: clock_pub.get_subscription_count() > 0, 10.0)
@@ -191,12 +192,32 @@ def test_clock_follows_bag_time(ros_context, spin_until):
         worker.join()
         spin_until(executor, lambda: False, 0.2)
     node.destroy_node()
+    return ticks
+
+
+def test_clock_follows_bag_time(ros_context, spin_until):
+    options = ReplayOptions(clock=True, clock_hz=200.0, topics=("/chatter",))
+    ticks = _clock_ticks(ros_context, spin_until, options)
     start = read_messages(REFERENCE)[0].timestamp_ns
     end = read_messages(REFERENCE)[-1].timestamp_ns
     assert len(ticks) >= 5
     assert ticks == sorted(ticks)
     assert start <= ticks[0]
     assert ticks[-1] <= end
+
+
+def test_clock_restarts_with_each_loop_instead_of_freezing(ros_context, spin_until):
+    """A /clock held at the end of pass 1 would stop every sim-time timer (the safety node's
+    output among them) for the whole next pass."""
+    options = ReplayOptions(
+        clock=True, clock_hz=200.0, topics=("/chatter",), loop=True, max_loops=2, rate=2.0
+    )
+    ticks = _clock_ticks(ros_context, spin_until, options)
+    jumps = [i for i in range(1, len(ticks)) if ticks[i] < ticks[i - 1]]
+    assert len(jumps) == 1
+    second = ticks[jumps[0] :]
+    assert second == sorted(second)
+    assert len(set(second)) >= 5
 
 
 def test_latched_topics_reach_late_subscribers(ros_context, spin_until):

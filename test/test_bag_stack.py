@@ -16,6 +16,7 @@ from vla_ros.bag.check import check_bag
 from vla_ros.bag.harness import BagHarness
 from vla_ros.bag.replay import ReplayOptions
 from vla_ros.bag.synth import read_timeline
+from vla_ros.safety.config import twist_vector
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -90,16 +91,7 @@ def stack_factory(action_space: str, safety: dict):
 
 
 def _moving(twist) -> bool:
-    twist = getattr(twist, "twist", twist)
-    values = (
-        twist.linear.x,
-        twist.linear.y,
-        twist.linear.z,
-        twist.angular.x,
-        twist.angular.y,
-        twist.angular.z,
-    )
-    return any(abs(v) > 1e-9 for v in values)
+    return any(abs(v) > 1e-9 for v in twist_vector(twist))
 
 
 def _run(tmp_path, ros_context, action_space, safety, **synth):

@@ -93,3 +93,9 @@ def test_clamp_norm_never_exceeds_the_limit(values, limit):
 
 def test_deadband_zeroes_only_small_components():
     assert apply_deadband((0.01, -0.2, 0.05), (0.05, 0.05, 0.05)) == (0.0, -0.2, 0.05)
+
+
+def test_accel_window_caps_speeding_up_but_never_braking():
+    assert ramp_axis(0.0, 1.0, 1.0, 4.0, dt=5.0, accel_window=0.04) == pytest.approx(0.04)
+    assert ramp_axis(0.1, -1.0, 1.0, 4.0, dt=5.0, accel_window=0.04) == pytest.approx(-0.04)
+    assert ramp_axis(1.0, 0.0, 1.0, 4.0, dt=5.0, accel_window=0.04) == 0.0

@@ -340,3 +340,30 @@ def test_a_stopping_validator_commands_zero_instead_of_going_silent(ros_context,
     finally:
         executor.shutdown()
         peer.destroy_node()
+
+
+def test_an_estop_publisher_with_default_volatile_qos_still_stops_the_robot(rigs, spin_until):
+    """A joystick or teleop node publishing Bool with plain depth-10 QoS must not be ignored
+    because its durability does not match the latched subscription."""
+    rig = rigs()
+    volatile = rig.peer.create_publisher(Bool, "vla/estop", 10)
+    sender = rig.peer.create_timer(0.05, lambda: volatile.publish(Bool(data=True)))
+    assert spin_until(rig.executor, lambda: rig.value("state") == "estop")
+    assert rig.value("estop_input") == "true"
+    rig.peer.destroy_timer(sender)
+
+
+def test_a_failing_core_latches_a_stop_instead_of_killing_the_output_timer(rigs, spin_until):
+    rig = rigs()
+
+    def broken(command, now_s):
+        raise ZeroDivisionError("limiter bug")
+
+    rig.node.core._shape = broken
+    sender = rig.peer.create_timer(0.02, lambda: rig.cmd.publish(twist(0.2)))
+    assert spin_until(rig.executor, lambda: rig.value("state") == "estop")
+    assert rig.value("rejected.internal_error") == "1"
+    count = len(rig.outputs)
+    assert spin_until(rig.executor, lambda: len(rig.outputs) >= count + 5)
+    assert all(m == Twist() for m in rig.outputs)
+    rig.peer.destroy_timer(sender)

@@ -130,9 +130,12 @@ def test_actual_dt_not_nominal_period():
     validator.step(0.0)
     validator.submit_command((0.5, 0.0, 0.0), None, None, 0.0)
     assert validator.step(0.02).motion[0] == pytest.approx(0.02)
-    # A late tick (0.1 s instead of 0.02 s) allows exactly accel·0.1, and a quick one less.
-    assert validator.step(0.12).motion[0] == pytest.approx(0.12)
-    assert validator.step(0.125).motion[0] == pytest.approx(0.125)
+    # A late tick (0.04 s instead of 0.02 s) allows exactly accel·0.04, and a quick one less.
+    assert validator.step(0.06).motion[0] == pytest.approx(0.06)
+    assert validator.step(0.065).motion[0] == pytest.approx(0.065)
+    # Braking always uses the whole late dt (here 0.3 s at 1.5 m/s² reaches zero).
+    validator.reset(0.065)
+    assert validator.step(0.365).motion[0] == 0.0
 
 
 def test_unused_axes_are_forced_to_zero():
@@ -493,3 +496,28 @@ def test_runtime_reconfigure_keeps_state_and_refuses_bad_limits():
         validator.configure(SafetyConfig.for_mode("arm7"))
     validator.configure(SafetyConfig.for_mode("mobile3", max_velocity=(0.2, 0.5, 1.0)))
     assert validator.config.max_velocity[0] == 0.2
+
+
+def test_low_confidence_holds_for_every_command_of_its_chunk():
+    """The inference node publishes one confidence per chunk but a command every control tick."""
+    validator = mobile(min_confidence=0.5)
+    clock = Clock(validator)
+    clock.run(0.5, command=(0.3, 0.0, 0.0))
+    validator.update_confidence(0.2, clock.t)
+    out = clock.run(1.0, command=(0.3, 0.0, 0.0))
+    assert out.motion == (0.0, 0.0, 0.0)
+    assert out.reasons == ("low_confidence",)
+    validator.update_confidence(0.9, clock.t)
+    assert clock.run(0.1, command=(0.3, 0.0, 0.0)).state is SafetyState.RUNNING
+    assert clock.violations() == []
+
+
+@pytest.mark.parametrize("gap", [0.5, 5.0, 3600.0])
+def test_a_stalled_tick_or_clock_jump_does_not_let_the_output_jump_up(gap):
+    validator = mobile()
+    clock = Clock(validator)
+    clock.run(0.2)
+    late = clock.t + gap
+    assert validator.submit_command((0.5, 0.0, 0.0), None, None, late).accepted
+    out = validator.step(late)
+    assert 0.0 < out.motion[0] <= 2 * PERIOD * validator.config.max_accel[0] + 1e-12

@@ -20,9 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from vla_ros.bag.io import BagError, BagReader, deserialize, stamp_ns
+from vla_ros.bag.io import BagError, BagReader, deserialize, load_yaml_mapping, stamp_ns
 
 OUTPUT_TOPICS = {
     "mobile3": ("cmd_vel", "geometry_msgs/msg/Twist"),
@@ -45,15 +43,7 @@ def load_node_params(path: str | Path, node: str = "vla_safety") -> dict[str, An
     Wildcard sections (`/**`, `**`) apply first, then any section whose last name is `node`,
     at any namespace depth, in file order.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"parameter file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise BagError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise BagError(f"{path}: expected a mapping of node names to ros__parameters")
+    raw = load_yaml_mapping(path, "parameter file", "node names to ros__parameters")
     wildcard: dict[str, Any] = {}
     exact: dict[str, Any] = {}
 
@@ -192,7 +182,7 @@ def check_bag(
     the validator's defaults of `mode`. `max_gap_s` is the longest silence allowed while moving
     (default five output periods, see `check_trace`).
     """
-    from vla_ros.safety.config import SafetyConfig
+    from vla_ros.safety.config import SafetyConfig, twist_vector
     from vla_ros.safety.invariants import TraceSample, check_trace
 
     if params is None:
@@ -236,20 +226,7 @@ def check_bag(
             if message.topic == output:
                 stamp = stamp_ns(msg) if stamped else None
                 t = (stamp - origin) / 1e9 if stamp else received
-                twist = getattr(msg, "twist", msg)
-                outputs.append(
-                    (
-                        t,
-                        (
-                            twist.linear.x,
-                            twist.linear.y,
-                            twist.linear.z,
-                            twist.angular.x,
-                            twist.angular.y,
-                            twist.angular.z,
-                        ),
-                    )
-                )
+                outputs.append((t, twist_vector(msg)))
             elif message.topic == raw:
                 stamp = stamp_ns(msg)
                 inputs.append((stamp - origin) / 1e9 if stamp else received)

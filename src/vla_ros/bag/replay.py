@@ -7,6 +7,7 @@ executor needed to publish); a prefetch thread reads the bag so slow storage doe
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -16,7 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vla_ros.bag.io import BagError, BagMessage, BagReader, adapt_qos, message_class
+from vla_ros.bag.io import (
+    BagError,
+    BagMessage,
+    BagReader,
+    adapt_qos,
+    load_yaml_mapping,
+    message_class,
+)
 
 CLOCK_TOPIC = "/clock"
 PREFETCH = 64
@@ -46,18 +54,9 @@ _QOS_KEYS = {
 def load_qos_overrides(path: str | Path) -> dict[str, Any]:
     """`{topic: {reliability, durability, depth}}` from YAML (as `ros2 bag play
     --qos-profile-overrides-path` takes), e.g. to replay 720p raw frames reliably."""
-    import yaml
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"QoS override file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise BagError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise BagError(f"{path}: expected a mapping of topic names to QoS settings")
+    raw = load_yaml_mapping(path, "QoS override file", "topic names to QoS settings")
     overrides: dict[str, Any] = {}
     for topic, settings in raw.items():
         if not isinstance(settings, dict):
@@ -99,8 +98,8 @@ class ReplayOptions:
     def validate(self) -> None:
         if not (0.001 <= self.rate <= 1000.0):
             raise BagError(f"rate must be in [0.001, 1000], got {self.rate}")
-        if not self.start_offset_s >= 0:
-            raise BagError(f"start offset must be >= 0, got {self.start_offset_s}")
+        if not 0 <= self.start_offset_s < math.inf:
+            raise BagError(f"start offset must be finite and >= 0, got {self.start_offset_s}")
         if not (0.1 <= self.clock_hz <= 10000.0):
             raise BagError(f"clock rate must be in [0.1, 10000] Hz, got {self.clock_hz}")
         if self.max_loops is not None and self.max_loops < 1:
@@ -291,6 +290,9 @@ class BagPlayer:
                             schedule.wall_time(start_ns + span_ns + gap_ns),
                             self.options.rate,
                         )
+                        # /clock jumps back with the bag, as in `ros2 bag play --loop`; held at
+                        # the end instead, sim time would freeze for the whole pass.
+                        self._last_clock_ns = -1
                 due = schedule.wall_time(message.timestamp_ns)
                 if not self._wait_until(due, schedule, stop):
                     break
@@ -335,6 +337,7 @@ class BagPlayer:
                 return False
 
     def _publish_clock(self, bag_ns: int) -> None:
+        """Never backwards within one pass (the /clock tick and a message's time interleave)."""
         bag_ns = max(bag_ns, self._last_clock_ns)
         self._last_clock_ns = bag_ns
         msg = self._clock_cls()

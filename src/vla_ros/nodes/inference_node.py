@@ -528,6 +528,9 @@ class InferenceNode(Node):
             now_s = self._now_s()
             current = job.generation == self._generation and self._trigger.instruction is not None
             if current:
+                # The safety node gates commands on the latest confidence: it must be there
+                # before the first command of this chunk.
+                self._confidence_pub.publish(Float32(data=float(chunk.confidence)))
                 self._counts["actions_skipped"] += self._plan.set_chunk(
                     chunk, job.frame.stamp_s, now_s
                 )
@@ -541,7 +544,6 @@ class InferenceNode(Node):
             return
         self._keyframe_pub.publish(job.frame.header)
         self._chunk_pub.publish(_chunk_message(chunk, self._spec.has_gripper))
-        self._confidence_pub.publish(Float32(data=float(chunk.confidence)))
         latency_ms = (time.perf_counter() - job.origin_perf) * 1e3
         self._model_ms.add(model_ms)
         self._latency_ms.add(latency_ms)

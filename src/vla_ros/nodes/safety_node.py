@@ -3,9 +3,9 @@
 Input callbacks hand each message to the core in O(1) (commands and sensors are stored, scans are
 parsed lazily in the output tick) through depth-limited QoS, so a flood of inputs is dropped by
 DDS instead of queueing. A timer at `output_rate_hz` publishes whatever the core decides. Inputs
-and the output timer sit in separate callback groups, so under run_node's multi-threaded executor
-a fast timer cannot starve the inputs (one shared mutually exclusive group did, at 1 kHz); a
-re-entrant lock keeps the core single-threaded.
+and the output timer sit in separate callback groups, so under a multi-threaded executor a fast
+timer cannot starve the inputs (one shared mutually exclusive group did, at 1 kHz); a re-entrant
+lock keeps the core single-threaded either way.
 """
 
 from __future__ import annotations
@@ -37,7 +37,14 @@ from vla_ros.nodes.common import (
     diagnostic_array,
     run_node,
 )
-from vla_ros.safety.config import GRIPPER_ON_ESTOP, MODES, PARAM_DOCS, SafetyConfig, param_names
+from vla_ros.safety.config import (
+    GRIPPER_ON_ESTOP,
+    MODES,
+    PARAM_DOCS,
+    SafetyConfig,
+    param_names,
+    twist_vector,
+)
 from vla_ros.safety.validator import Output, SafetyValidator, Verdict, status_report
 
 NODE_NAME = "vla_safety"
@@ -81,28 +88,27 @@ def _stamp(stamp: Any) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-def _twist(twist: Twist) -> tuple[float, ...]:
-    return (
-        twist.linear.x,
-        twist.linear.y,
-        twist.linear.z,
-        twist.angular.x,
-        twist.angular.y,
-        twist.angular.z,
-    )
-
-
 def _yaw(q: Any) -> float:
     return math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
 
 
 def _serialized(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a callback under the node's lock."""
+    """Run a callback under the node's lock. An exception latches a stop instead of ending the
+    executor's spin, which would leave the robot on its last command with nobody publishing."""
 
     @functools.wraps(method)
     def locked(self: SafetyNode, *args: Any) -> Any:
         with self._lock:
-            return method(self, *args)
+            try:
+                return method(self, *args)
+            except Exception as exc:
+                self._fail(method.__name__, exc)
+                response = args[-1] if args else None
+                if isinstance(response, Trigger.Response):
+                    response.success = False
+                    response.message = f"failed ({exc!r}); stop latched until ~/reset"
+                    return response
+                return None
 
     return locked
 
@@ -166,9 +172,10 @@ class SafetyNode(Node):
             self.create_subscription(
                 PoseStamped, "vla/ee_pose", self._on_pose, SENSOR_QOS, callback_group=inputs
             )
-        self.create_subscription(
-            Bool, "vla/estop", self._on_estop, LATCHED_QOS, callback_group=inputs
-        )
+        # Latched to get the state on a late start; also volatile, because a subscription that
+        # asks for transient-local never matches a plain (volatile) e-stop publisher.
+        for qos in (LATCHED_QOS, COMMAND_QOS):
+            self.create_subscription(Bool, "vla/estop", self._on_estop, qos, callback_group=inputs)
         self.create_subscription(
             Float32, "vla/confidence", self._on_confidence, COMMAND_QOS, callback_group=inputs
         )
@@ -214,12 +221,12 @@ class SafetyNode(Node):
 
     @_serialized
     def _on_twist(self, msg: Twist) -> None:
-        self._note(self.core.submit_command(_twist(msg), None, None, self._now()), "command")
+        self._note(self.core.submit_command(twist_vector(msg), None, None, self._now()), "command")
 
     @_serialized
     def _on_twist_stamped(self, msg: TwistStamped) -> None:
         verdict = self.core.submit_command(
-            _twist(msg.twist), _stamp(msg.header.stamp), msg.header.frame_id, self._now()
+            twist_vector(msg), _stamp(msg.header.stamp), msg.header.frame_id, self._now()
         )
         self._note(verdict, "command")
 
@@ -328,6 +335,12 @@ class SafetyNode(Node):
                     self.get_logger().info(f"state -> {output.state.value}")
             self._last_state = key
             self._publish_status()
+
+    def _fail(self, where: str, exc: Exception) -> None:
+        self.get_logger().error(f"{where} failed, latching a stop until ~/reset: {exc!r}")
+        self.core.fail(f"{where}: {exc!r}")
+        now = self.get_clock().now()
+        self._publish(self.core.step(now.nanoseconds * 1e-9), now.to_msg())
 
     def _publish(self, output: Output, stamp: Any) -> None:
         """Arm outputs carry the decision time, the `t` that `check_trace` expects."""

@@ -26,6 +26,14 @@ ANGULAR_AXES: dict[str, tuple[int, ...]] = {"mobile3": (2,), "arm7": (3, 4, 5)}
 TWIST_INDEX: dict[str, tuple[int, ...]] = {"mobile3": (0, 1, 5), "arm7": (0, 1, 2, 3, 4, 5)}
 """Where each motion axis sits in a 6-vector (linear.x, .y, .z, angular.x, .y, .z)."""
 
+
+def twist_vector(msg: Any) -> tuple[float, ...]:
+    """A Twist (or the twist of a TwistStamped) as that 6-vector, for the node and bag tools."""
+    twist = getattr(msg, "twist", msg)
+    linear, angular = twist.linear, twist.angular
+    return (linear.x, linear.y, linear.z, angular.x, angular.y, angular.z)
+
+
 MOBILE_ONLY = frozenset(
     {
         "scan_timeout",

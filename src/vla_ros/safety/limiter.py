@@ -12,23 +12,32 @@ from collections.abc import Sequence
 Vector = tuple[float, ...]
 
 
-def ramp_axis(current: float, target: float, accel: float, decel: float, dt: float) -> float:
+def ramp_axis(
+    current: float,
+    target: float,
+    accel: float,
+    decel: float,
+    dt: float,
+    accel_window: float = math.inf,
+) -> float:
     """Furthest value towards `target` reachable in `dt` seconds.
 
     Speeding up (away from zero) is limited by `accel`, slowing down by `decel`. Through a sign
     change the axis first brakes to zero at `decel`, then speeds up for the rest of `dt` at `accel`.
+    Speeding up counts at most `accel_window` seconds, so a long gap between steps (a stalled
+    timer, a clock jump) cannot turn into a step up; braking always gets the whole `dt`.
     """
     if dt <= 0.0 or current == target:
         return current
     if current * target >= 0.0 and abs(target) >= abs(current):
-        step = accel * dt
+        step = accel * min(dt, accel_window)
     elif current * target >= 0.0:
         step = decel * dt
     else:
         time_to_zero = abs(current) / decel
         if time_to_zero >= dt:
             return current - math.copysign(decel * dt, current)
-        step = accel * (dt - time_to_zero)
+        step = accel * min(dt - time_to_zero, accel_window)
         return target if abs(target) <= step else math.copysign(step, target)
     if abs(target - current) <= step:
         return target
@@ -42,6 +51,7 @@ def ramp(
     decel: Sequence[float],
     dt: float,
     keep_direction: bool,
+    accel_window: float = math.inf,
 ) -> Vector:
     """Move every axis towards the target within its accel/decel budget.
 
@@ -50,7 +60,8 @@ def ramp(
     `target`; that segment also never leaves a convex set (norm ball, box) holding both ends.
     """
     per_axis = tuple(
-        ramp_axis(c, t, a, d, dt) for c, t, a, d in zip(current, target, accel, decel, strict=True)
+        ramp_axis(c, t, a, d, dt, accel_window)
+        for c, t, a, d in zip(current, target, accel, decel, strict=True)
     )
     if not keep_direction:
         return per_axis

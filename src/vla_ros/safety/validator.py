@@ -3,8 +3,9 @@
 Time is always passed in (`now_s`, seconds on the node's clock, the same clock as message stamps),
 so tests and bag replays drive it deterministically. One `step()` per output tick decides what to
 publish: input checks and sensor data only ever change the *target*; the output then moves towards
-the target within the acceleration/deceleration limits using the real time since the last step.
-The single exception is the e-stop, which zeroes the output at once.
+the target within the acceleration/deceleration limits using the real time since the last step
+(speeding up counts at most two output periods of it, so a stalled tick or a clock jump forward
+never becomes a step up). The single exception is the e-stop, which zeroes the output at once.
 """
 
 from __future__ import annotations
@@ -224,7 +225,6 @@ class SafetyValidator:
             effective if self._command_time is None else max(self._command_time, effective)
         )
         self._command_stamp = stamp_s if stamp_s is not None and stamp_s != 0.0 else None
-        self._confidence = None
         self._unused_axes = unused
         self._accepted += 1
         return ACCEPTED
@@ -240,7 +240,9 @@ class SafetyValidator:
         return ACCEPTED
 
     def update_confidence(self, value: float, now_s: float) -> Verdict:
-        """Confidence of the command just received; invalid values count as zero confidence."""
+        """Confidence of the current chunk: it holds for every command until the next value,
+        because the policy publishes it once per inference but commands every control tick.
+        Invalid values count as zero confidence."""
         self._check_clock(now_s)
         if not isinstance(value, numbers.Real) or not math.isfinite(value) or not 0 <= value <= 1:
             self._confidence = 0.0
@@ -256,6 +258,12 @@ class SafetyValidator:
 
     def request_estop(self) -> None:
         """The ~/estop service."""
+        self._engage()
+
+    def fail(self, detail: str) -> None:
+        """An internal error: stop at once and latch like the e-stop, since no output computed
+        after it can be trusted. Counted as rejection `internal_error`."""
+        self._reject("internal_error", detail)
         self._engage()
 
     def reset(self, now_s: float) -> tuple[bool, str]:
@@ -414,11 +422,12 @@ class SafetyValidator:
                 else SafetyState.RUNNING
             )
         target = apply_deadband(target, cfg.deadband)
+        window = 2.0 / cfg.output_rate_hz
         velocity = ramp(
-            self._velocity, target, cfg.max_accel, cfg.max_decel, dt, cfg.scale_velocities
+            self._velocity, target, cfg.max_accel, cfg.max_decel, dt, cfg.scale_velocities, window
         )
         if not self._within_norms(velocity):
-            velocity = ramp(self._velocity, target, cfg.max_accel, cfg.max_decel, dt, True)
+            velocity = ramp(self._velocity, target, cfg.max_accel, cfg.max_decel, dt, True, window)
         if velocity != target:
             limits.append("accel")
         self._velocity = velocity
