@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vla_ros.bag.io import BagError, BagReader, deserialize, load_yaml_mapping, stamp_ns
+from vla_ros.bag.io import BagError, BagReader, deserialize, stamp_ns
+from vla_ros.files import read_mapping
 
 OUTPUT_TOPICS = {
     "mobile3": ("cmd_vel", "geometry_msgs/msg/Twist"),
@@ -43,7 +44,9 @@ def load_node_params(path: str | Path, node: str = "vla_safety") -> dict[str, An
     Wildcard sections (`/**`, `**`) apply first, then any section whose last name is `node`,
     at any namespace depth, in file order.
     """
-    raw = load_yaml_mapping(path, "parameter file", "node names to ros__parameters")
+    raw = read_mapping(
+        path, "no parameter file to check against", "node names to ros__parameters", BagError
+    )
     wildcard: dict[str, Any] = {}
     exact: dict[str, Any] = {}
 

@@ -205,20 +205,6 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
-def load_yaml_mapping(path: str | Path, what: str, layout: str) -> dict[Any, Any]:
-    """A YAML file whose top level must be a mapping; errors name the file and what it is for."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise BagError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise BagError(f"{path}: expected a mapping of {layout}")
-    return raw
-
-
 def bag_info(path: str | Path) -> BagInfo:
     with BagReader(path) as reader:
         return reader.info()

@@ -22,9 +22,9 @@ from vla_ros.bag.io import (
     BagMessage,
     BagReader,
     adapt_qos,
-    load_yaml_mapping,
     message_class,
 )
+from vla_ros.files import read_mapping
 
 CLOCK_TOPIC = "/clock"
 PREFETCH = 64
@@ -56,7 +56,7 @@ def load_qos_overrides(path: str | Path) -> dict[str, Any]:
     --qos-profile-overrides-path` takes), e.g. to replay 720p raw frames reliably."""
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-    raw = load_yaml_mapping(path, "QoS override file", "topic names to QoS settings")
+    raw = read_mapping(path, "no QoS override file", "topic names to QoS settings", BagError)
     overrides: dict[str, Any] = {}
     for topic, settings in raw.items():
         if not isinstance(settings, dict):

@@ -20,7 +20,6 @@ Reproduces RoboVLMs' `forward_continuous` ("post" history) on transformers 5.x:
 
 from __future__ import annotations
 
-import json
 import math
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -33,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vla_ros.files import read_mapping
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
 MAX_TEXT_TOKENS = 256
@@ -57,15 +58,7 @@ class ImagePreprocessing:
     @classmethod
     def from_file(cls, path: str | Path) -> ImagePreprocessing:
         """Read the processor file, so our preprocessing follows the checkpoint's, not a guess."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: the image preprocessing is unknown")
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a JSON object")
+        raw = read_mapping(path, "the image preprocessing is unknown", "processor settings")
         size = raw.get("size", {"height": cls.size, "width": cls.size})
         if isinstance(size, int):
             height = width = size

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from vla_ros.files import read_mapping
 from vla_ros.policy.types import MOTION_DOF, ActionSpace, PolicySpec
 
 POLICY_FILE = "policy.yaml"
@@ -143,14 +144,7 @@ class PolicyConfig:
     def load(cls, model_dir: str | Path) -> PolicyConfig:
         """Read and validate `policy.yaml`; unknown keys are kept in `extra`, not dropped."""
         path = Path(model_dir) / POLICY_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: not a vla_ros model directory")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level")
+        raw = read_mapping(path, "not a vla_ros model directory", "policy fields")
         known = {f.name for f in cls.__dataclass_fields__.values()} - {"extra"}
         missing = [name for name in ("action_space", "hidden_size") if name not in raw]
         if missing:

@@ -1,0 +1,34 @@
+"""Reading the small structured files users hand us (parameter, QoS, policy, processor files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def read_mapping(
+    path: str | Path,
+    missing: str,
+    layout: str,
+    error: type[ValueError] = ValueError,
+) -> dict[Any, Any]:
+    """A YAML or JSON file (by suffix) whose top level must be a mapping.
+
+    Every failure names the file: `missing` completes "<path> is missing: ..." and `layout` says
+    what the mapping should hold. Parse and shape errors raise `error` (a ValueError subclass).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {missing}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise error(f"{path}: not valid {kind}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise error(f"{path}: expected a mapping of {layout} at the top level")
+    return raw
