@@ -115,6 +115,22 @@ def test_a_score_the_camera_made_against_an_older_keyframe_is_not_an_event():
     assert firing.cause is Cause.SCENE_CHANGE
 
 
+def test_a_frame_the_policy_has_seen_is_only_reused_when_the_history_starts_over():
+    trigger = started(0.0)
+    # Heartbeat due, but the newest frame was already used: it waits for a new frame.
+    assert trigger.poll(2.5, remaining=10, fresh_frame=False) is None
+    assert Cause.HEARTBEAT in trigger.pending
+    firing = trigger.poll(2.6, remaining=10, fresh_frame=True)
+    assert firing is not None
+    assert firing.cause is Cause.HEARTBEAT
+    trigger.finish(2.7, success=True)
+    # A new instruction starts a new history, so the same frame is fine.
+    assert trigger.set_instruction("now go left")
+    firing = trigger.poll(3.0, remaining=10, fresh_frame=False)
+    assert firing is not None
+    assert firing.cause is Cause.INSTRUCTION
+
+
 def test_scene_change_during_a_failed_inference_is_kept():
     trigger = started(0.0)
     trigger.request()

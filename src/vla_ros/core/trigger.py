@@ -29,6 +29,10 @@ class Cause(str, Enum):
 _PRIORITY = {cause: rank for rank, cause in enumerate(Cause)}
 
 
+_NEW_HISTORY = frozenset({Cause.START, Cause.INSTRUCTION, Cause.EXPLICIT})
+"""Causes after which the history starts over (or the operator asked): a seen frame is fine."""
+
+
 @dataclass(frozen=True)
 class TriggerConfig:
     """Thresholds of `EventTrigger`; validated so a bad parameter is refused, not half-applied.
@@ -177,10 +181,15 @@ class EventTrigger:
             return 0.0
         return last + self.config.min_interval_s - now_s
 
-    def poll(self, now_s: float, remaining: int | None = None) -> Firing | None:
+    def poll(
+        self, now_s: float, remaining: int | None = None, fresh_frame: bool = True
+    ) -> Firing | None:
         """Start an inference now if one is due; `remaining` = actions left in the executing chunk.
 
-        A returned firing marks the trigger busy until `finish`.
+        `fresh_frame` False means the newest frame was already given to the policy: only causes
+        that start a new history (start, instruction, explicit) may re-use it. Anything else waits
+        pending for a new frame, because a repeated frame would enter the head's per-frame history
+        twice. A returned firing marks the trigger busy until `finish`.
         """
         if self._instruction is None or self._busy:
             return None
@@ -206,6 +215,8 @@ class EventTrigger:
         ):
             self._pending.add(Cause.HEARTBEAT)
         if not self._pending:
+            return None
+        if not fresh_frame and not self._pending & _NEW_HISTORY:
             return None
         causes = frozenset(self._pending)
         self._pending.clear()

@@ -506,7 +506,7 @@ class InferenceNode(Node):
             or self._frame_age_problem(frame.stamp_s, now_s) is not None
         ):
             return None
-        firing = self._trigger.poll(now_s, self._plan.remaining(now_s))
+        firing = self._trigger.poll(now_s, self._plan.remaining(now_s), fresh_frame=not frame.used)
         if firing is None:
             return None
         frame.used = True
