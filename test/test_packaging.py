@@ -74,3 +74,29 @@ def test_demo_refuses_a_directory_without_a_model(tmp_path: Path, capsys):
     code = main(["demo", "--model-dir", str(tmp_path), "--out", str(tmp_path / "out")])
     assert code == 2
     assert "make-tiny-model" in capsys.readouterr().err
+
+
+def test_a_pip_installed_package_finds_its_parameter_files(tmp_path: Path):
+    """Outside the source tree the defaults come from <prefix>/share/vla_ros/config."""
+    target = tmp_path / "prefix"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--prefix",
+            str(target),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (target / "share" / "vla_ros" / "config" / "mobile.yaml").is_file()
+    assert (target / "share" / "vla_ros" / "launch" / "vla.launch.py").is_file()
+    assert (target / "bin" / "safety_node").is_file()

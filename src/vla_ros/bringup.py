@@ -7,6 +7,7 @@ started here and one started with `ros2 launch` behave the same.
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,16 +44,16 @@ class StackOptions:
 
 
 def default_params_file(mode: str) -> Path:
-    """config/<mode>.yaml from the source tree, or from share/vla_ros when installed by colcon."""
-    candidate = CONFIG_DIR / f"{mode}.yaml"
-    if candidate.is_file():
-        return candidate
+    """config/<mode>.yaml from the source tree, else from share/vla_ros (pip or colcon install)."""
+    name = f"{mode}.yaml"
+    candidates = [CONFIG_DIR / name, Path(sys.prefix) / "share" / "vla_ros" / "config" / name]
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        return Path(get_package_share_directory("vla_ros")) / "config" / f"{mode}.yaml"
+        candidates.append(Path(get_package_share_directory("vla_ros")) / "config" / name)
     except (ImportError, LookupError):
-        return candidate
+        pass
+    return next((path for path in candidates if path.is_file()), candidates[0])
 
 
 def ros_args_for(options: StackOptions) -> list[str]:
