@@ -76,27 +76,26 @@ def test_demo_refuses_a_directory_without_a_model(tmp_path: Path, capsys):
     assert "make-tiny-model" in capsys.readouterr().err
 
 
-def test_a_pip_installed_package_finds_its_parameter_files(tmp_path: Path):
-    """Outside the source tree the defaults come from <prefix>/share/vla_ros/config."""
-    target = tmp_path / "prefix"
+def test_pip_installs_executables_launch_and_config_into_the_prefix(tmp_path: Path):
+    """A throwaway venv, so the project's own (editable) install is never touched."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--prefix",
-            str(target),
-            str(ROOT),
-        ],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", str(ROOT)],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert (target / "share" / "vla_ros" / "config" / "mobile.yaml").is_file()
-    assert (target / "share" / "vla_ros" / "launch" / "vla.launch.py").is_file()
-    assert (target / "bin" / "safety_node").is_file()
+    assert (venv / "share" / "vla_ros" / "config" / "mobile.yaml").is_file()
+    assert (venv / "share" / "vla_ros" / "launch" / "vla.launch.py").is_file()
+    assert (venv / "bin" / "safety_node").is_file()
+
+
+def test_default_parameter_files_resolve_without_a_ros_workspace(monkeypatch):
+    from vla_ros.bringup import default_params_file
+
+    monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
+    for mode in ("mobile", "arm"):
+        assert default_params_file(mode) == ROOT / "config" / f"{mode}.yaml"

@@ -46,14 +46,15 @@ class StackOptions:
 def default_params_file(mode: str) -> Path:
     """config/<mode>.yaml from the source tree, else from share/vla_ros (pip or colcon install)."""
     name = f"{mode}.yaml"
-    candidates = [CONFIG_DIR / name, Path(sys.prefix) / "share" / "vla_ros" / "config" / name]
+    for candidate in (CONFIG_DIR / name, Path(sys.prefix) / "share" / "vla_ros" / "config" / name):
+        if candidate.is_file():
+            return candidate
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        candidates.append(Path(get_package_share_directory("vla_ros")) / "config" / name)
-    except (ImportError, LookupError):
-        pass
-    return next((path for path in candidates if path.is_file()), candidates[0])
+        return Path(get_package_share_directory("vla_ros")) / "config" / name
+    except (ImportError, LookupError, OSError):  # OSError: no ROS workspace sourced
+        return CONFIG_DIR / name
 
 
 def ros_args_for(options: StackOptions) -> list[str]:
