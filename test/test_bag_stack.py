@@ -23,10 +23,6 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 SAFETY_OUTPUT_HZ = 25.0
 REPLAY_RATE = 1.0
 """Bag time per wall second; the nodes follow /clock, so a loaded CI box can lower it."""
-KEYFRAME_RACE_S = 0.3
-"""Known race (camera/inference): a frame captured just after an inference but scored before
-that inference's keyframe reached the camera is compared with the old reference. Tolerated only
-right after an inference and at most twice per run; a static scene that keeps firing fails."""
 MAX_GAP_S = 0.5
 """Silence allowed while moving: this shared 2-core box can starve the whole process for a few
 output periods; silence detection itself is tested in test_bag_check and the safety tests."""
@@ -151,20 +147,13 @@ def test_mobile_stack_on_a_synthetic_bag(tmp_path, ros_context):
     ]
     assert len(changed) == 1
     assert korean_at <= changed[0] < korean_at + 1.0
-    races = []
-    finished = None
     for message in result.on("/vla/inference_event"):
         event = json.loads(message.msg.data)
         at = _bag_s(timeline, round(event["frame_stamp"] * 1e9))
         moving = any(a <= at <= b + SCENE_GRACE_S for a, b in timeline.moving)
-        if event["cause"] == "scene_change" and not moving:
-            assert finished is not None, f"scene-change event on a static frame at {at:.2f} s"
-            assert at - finished <= KEYFRAME_RACE_S, (
-                f"scene-change event on a static frame at {at:.2f} s"
-            )
-            races.append(at)
-        finished = _bag_s(timeline, message.receive_ns)
-    assert len(races) <= 2, f"static frames fired scene changes at {races}"
+        assert event["cause"] != "scene_change" or moving, (
+            f"scene-change event on a static frame at {at:.2f} s"
+        )
     for start, end in timeline.moving:
         in_span = [
             e

@@ -123,6 +123,7 @@ class Probe:
         if self.score_once is not None:
             score = Vector3Stamped(header=header)
             score.vector.x = self.score_once
+            score.vector.y = stamp_s(self.keyframes[-1]) if self.keyframes else 0.0
             self._score_pub.publish(score)
             self.scored.append(stamp_s(header))
             self.score_once = None

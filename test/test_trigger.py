@@ -107,7 +107,8 @@ def test_a_score_the_camera_made_against_an_older_keyframe_is_not_an_event():
     trigger.request()
     assert trigger.poll(1.0) is not None
     trigger.finish(1.1, success=True, keyframe_stamp_s=1.0)
-    assert not trigger.scene_change(0.9, 1.12, reference_stamp_s=0.0)
+    assert not trigger.scene_change(0.9, 1.12, reference_stamp_s=0.5)
+    assert not trigger.scene_change(0.9, 1.12, reference_stamp_s=0.0), "scored without reference"
     assert trigger.poll(1.5, remaining=10) is None
     assert trigger.scene_change(0.9, 1.15, reference_stamp_s=1.0)
     firing = trigger.poll(1.5, remaining=10)

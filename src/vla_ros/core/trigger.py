@@ -147,12 +147,16 @@ class EventTrigger:
 
         A score is only meaningful against the current keyframe: one from a frame taken before
         the last keyframe went out, or (when the scorer says which reference it used) one measured
-        against an older keyframe, would re-fire for a change the last inference already saw.
+        against an older keyframe or against none yet (`reference_stamp_s` <= 0), would re-fire
+        for a change the last inference already saw. None means the scorer does not say.
         """
         outdated_reference = (
             reference_stamp_s is not None
             and self._keyframe_stamp_s is not None
-            and reference_stamp_s < self._keyframe_stamp_s - KEYFRAME_STAMP_TOLERANCE_S
+            and (
+                reference_stamp_s <= 0.0
+                or reference_stamp_s < self._keyframe_stamp_s - KEYFRAME_STAMP_TOLERANCE_S
+            )
         )
         if (
             self._instruction is None

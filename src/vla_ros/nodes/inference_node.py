@@ -247,7 +247,7 @@ class InferenceNode(Node):
             self._spec.action_period_s, blend=cfg["blend"], blend_weight=cfg["blend_weight"]
         )
         self._frame: _Frame | None = None
-        self._scores: OrderedDict[tuple[int, int], tuple[float, float | None]] = OrderedDict()
+        self._scores: OrderedDict[tuple[int, int], tuple[float, float]] = OrderedDict()
         self._generation = 0
         self._signalled = False
         self._signal_perf = 0.0
@@ -350,8 +350,8 @@ class InferenceNode(Node):
             self._signal()
 
     def _on_scene_change(self, msg: Vector3Stamped) -> None:
-        """vector.x = score; vector.y = stamp (s) of the keyframe scored against, 0 = unknown."""
-        reference_s = msg.vector.y if msg.vector.y > 0.0 else None
+        """vector.x = score; vector.y = stamp (s) of the keyframe scored against, 0 = none."""
+        reference_s = msg.vector.y
         with self._lock:
             frame = self._frame
             if frame is not None and _stamp_key(frame.header) == _stamp_key(msg.header):
