@@ -31,6 +31,11 @@ def _nodes(context, *args, **kwargs):  # noqa: ANN001
     camera_topic = LaunchConfiguration("camera_topic").perform(context)
     model_dir = LaunchConfiguration("model_dir").perform(context)
     common = {"use_sim_time": use_sim_time}
+    model = {"action_space": ACTION_SPACE[mode], "model_dir": model_dir}
+    for name in ("device", "dtype"):
+        value = LaunchConfiguration(name).perform(context)
+        if value:
+            model[name] = value
     return [
         Node(
             package="vla_ros",
@@ -53,10 +58,7 @@ def _nodes(context, *args, **kwargs):  # noqa: ANN001
             executable="inference_node",
             name="vla_inference",
             namespace=namespace,
-            parameters=[
-                params_file,
-                {**common, "action_space": ACTION_SPACE[mode], "model_dir": model_dir},
-            ],
+            parameters=[params_file, {**common, **model}],
             output="screen",
         ),
         Node(
@@ -100,6 +102,17 @@ def generate_launch_description() -> LaunchDescription:
                 default_value="false",
                 choices=["true", "false"],
                 description="follow /clock (bag replay with --clock)",
+            ),
+            DeclareLaunchArgument(
+                "device",
+                default_value="",
+                description="torch device for the model (cpu, cuda:0); empty = the parameter file",
+            ),
+            DeclareLaunchArgument(
+                "dtype",
+                default_value="",
+                choices=["", "float32", "float16", "bfloat16"],
+                description="model weight dtype; empty = the parameter file",
             ),
             DeclareLaunchArgument(
                 "params_file",

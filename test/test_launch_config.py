@@ -84,6 +84,8 @@ def test_vla_launch_declares_the_documented_arguments():
         "compressed",
         "namespace",
         "use_sim_time",
+        "device",
+        "dtype",
         "params_file",
     }
 

@@ -33,6 +33,9 @@ class StackOptions:
     compressed: bool = False
     namespace: str = ""
     use_sim_time: bool = False
+    device: str = ""
+    dtype: str = ""
+    """Empty device/dtype keep the parameter file's values."""
 
     def resolved_params_file(self) -> Path:
         if self.mode not in ACTION_SPACE:
@@ -84,12 +87,18 @@ def build_stack(
         ],
         **common,
     )
+    model = [
+        Parameter(name, value=value)
+        for name, value in (("device", options.device), ("dtype", options.dtype))
+        if value
+    ]
     inference = InferenceNode(
         policy=policy,
         parameter_overrides=[
             sim_time,
             Parameter("action_space", value=action_space),
             Parameter("model_dir", value=options.model_dir),
+            *model,
         ],
         **common,
     )
@@ -144,6 +153,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--compressed", action="store_true", help="subscribe to CompressedImage")
     parser.add_argument("--namespace", default="")
     parser.add_argument("--use-sim-time", action="store_true")
+    parser.add_argument("--device", default="", help="e.g. cuda:0 (default: parameter file)")
+    parser.add_argument(
+        "--dtype", default="", choices=["", "float32", "float16", "bfloat16"], help="weight dtype"
+    )
     parser.set_defaults(handler=_handle)
 
 
@@ -159,5 +172,7 @@ def _handle(args: argparse.Namespace) -> int:
             compressed=args.compressed,
             namespace=args.namespace,
             use_sim_time=args.use_sim_time,
+            device=args.device,
+            dtype=args.dtype,
         )
     )
