@@ -8,7 +8,6 @@ elsewhere.
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import json
 import os
@@ -28,6 +27,8 @@ import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+
+from package_source import console_scripts, declared_launch_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -170,30 +171,6 @@ def service_commands(compose: dict[str, Any]) -> Iterator[tuple[str, list[str]]]
                 f"ENTRYPOINT, so ROS would not be sourced): {argv}"
             )
             yield f"{name}.healthcheck", argv[2:]
-
-
-def console_scripts() -> set[str]:
-    tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Dict):
-            for key, value in zip(node.keys, node.values, strict=True):
-                if isinstance(key, ast.Constant) and key.value == "console_scripts":
-                    return {ast.literal_eval(item).split("=")[0].strip() for item in value.elts}
-    raise AssertionError("setup.py declares no console_scripts")
-
-
-def declared_launch_arguments(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if (
-            isinstance(node, ast.Call)
-            and getattr(node.func, "id", getattr(node.func, "attr", None))
-            == "DeclareLaunchArgument"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-        ):
-            names.add(node.args[0].value)
-    return names
 
 
 def run_compose(*args: str, env_file: Path) -> subprocess.CompletedProcess[str]:

@@ -29,6 +29,7 @@ from vla_ros.nodes.common import (
 from vla_ros.nodes.inference_node import InferenceNode
 from vla_ros.policy.stub import MOTION_GAIN, StubPolicy, instruction_axis
 from vla_ros.policy.types import ActionChunk, PolicySpec
+from vla_ros.safety.config import twist_vector
 
 pytestmark = pytest.mark.ros
 
@@ -211,20 +212,9 @@ def make_rig(ros_context, spin_until) -> Iterator[Callable[..., Rig]]:
             node.destroy_node()
 
 
-def twist_values(twist: Twist) -> list[float]:
-    return [
-        twist.linear.x,
-        twist.linear.y,
-        twist.linear.z,
-        twist.angular.x,
-        twist.angular.y,
-        twist.angular.z,
-    ]
-
-
 def is_zero(command: Any) -> bool:
     twist = command.twist if isinstance(command, TwistStamped) else command
-    return all(value == 0.0 for value in twist_values(twist))
+    return all(value == 0.0 for value in twist_vector(twist))
 
 
 def test_mobile3_frames_and_instruction_become_raw_twists(make_rig):
@@ -284,7 +274,7 @@ def test_arm7_publishes_stamped_twist_and_gripper(make_rig):
         MOTION_GAIN * 0.8,
         *(instruction_axis("pick up the block", d) for d in range(1, 6)),
     ]
-    assert twist_values(moving.twist) == pytest.approx(expected, abs=1e-6)
+    assert list(twist_vector(moving.twist)) == pytest.approx(expected, abs=1e-6)
     rig.wait(lambda: bool(probe.chunks))
     assert [d.size for d in probe.chunks[0].layout.dim] == [10, 7]
     assert np.array(probe.chunks[0].data).reshape(10, 7)[:, 6].tolist() == [1.0] * 10

@@ -3,55 +3,17 @@
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from package_source import console_scripts, declared_launch_arguments, launch_keyword_values
 from vla_ros.bringup import ACTION_SPACE, StackOptions, build_stack, ros_args_for
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
 NODE_NAMES = {"vla_camera", "vla_inference", "vla_safety"}
-
-
-def console_scripts() -> set[str]:
-    setup_source = (ROOT / "setup.py").read_text(encoding="utf-8")
-    return set(re.findall(r'"([\w-]+) = vla_ros[\w.]*:\w+"', setup_source))
-
-
-def launch_keyword_values(path: Path, keyword: str) -> set[str]:
-    """String literals given for `keyword` in a launch file: `keyword=` or a `"keyword":` key."""
-    values = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Call):
-            for kw in node.keywords:
-                if kw.arg == keyword and isinstance(kw.value, ast.Constant):
-                    values.add(kw.value.value)
-        elif isinstance(node, ast.Dict):
-            for key, value in zip(node.keys, node.values, strict=True):
-                if (
-                    isinstance(key, ast.Constant)
-                    and key.value == keyword
-                    and isinstance(value, ast.Constant)
-                ):
-                    values.add(value.value)
-    return values
-
-
-def declared_launch_arguments(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if (
-            isinstance(node, ast.Call)
-            and getattr(node.func, "id", getattr(node.func, "attr", None))
-            == "DeclareLaunchArgument"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-        ):
-            names.add(node.args[0].value)
-    return names
 
 
 def test_launch_files_exist():

@@ -21,6 +21,7 @@ from std_msgs.msg import Float64, String
 
 from vla_ros.bringup import StackOptions, build_stack, ros_args_for
 from vla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, make_executor
+from vla_ros.safety.config import twist_vector
 
 pytestmark = [pytest.mark.ros, pytest.mark.usefixtures("torch_one_thread")]
 
@@ -85,17 +86,7 @@ def stack(request) -> Iterator[Stack]:
 
 
 def motion_of(command) -> np.ndarray:
-    twist = getattr(command, "twist", command)
-    return np.array(
-        [
-            twist.linear.x,
-            twist.linear.y,
-            twist.linear.z,
-            twist.angular.x,
-            twist.angular.y,
-            twist.angular.z,
-        ]
-    )
+    return np.array(twist_vector(command))
 
 
 @pytest.mark.parametrize("stack", ["mobile", "arm"], indirect=True)

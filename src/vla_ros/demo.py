@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from vla_ros.bringup import ACTION_SPACE, StackOptions
+from vla_ros.safety.config import twist_vector
 
 OUTPUT_TOPICS = {
     "mobile": ("/cmd_vel",),
@@ -163,10 +164,7 @@ def summarise(result: Any, synth: Any, run_bag_path: Path, options: StackOptions
     summary.commands_out = len(commands)
     first_instruction_ns = synth.start_ns + int(synth.instructions[0][0] * 1e9)
     for message in commands:
-        twist = getattr(message.msg, "twist", message.msg)
-        moving = any(
-            abs(v) > 0 for v in (twist.linear.x, twist.linear.y, twist.linear.z, twist.angular.z)
-        )
+        moving = any(twist_vector(message.msg))
         stamp = message.stamp_ns if message.stamp_ns is not None else message.receive_ns
         if moving and stamp < first_instruction_ns:
             summary.nonzero_commands_before_instruction += 1
