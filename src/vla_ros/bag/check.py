@@ -20,17 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vla_ros import action_space as action_spaces
 from vla_ros.bag.io import BagError, BagReader, deserialize, stamp_ns
 from vla_ros.files import read_mapping
 
-OUTPUT_TOPICS = {
-    "mobile3": ("cmd_vel", "geometry_msgs/msg/Twist"),
-    "arm7": ("servo_node/delta_twist_cmds", "geometry_msgs/msg/TwistStamped"),
-}
-RAW_TOPICS = {
-    "mobile3": ("vla/cmd_raw", ("geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped")),
-    "arm7": ("vla/arm_cmd_raw", ("geometry_msgs/msg/TwistStamped",)),
-}
 STAMP_RESOLUTION_S = 1e-6
 """Nodes compute in float seconds since the epoch (about 0.24 us resolution today), so stamped
 outputs get this much dt slack; it is far below any accel·dt a real violation needs."""
@@ -133,7 +126,11 @@ def _find(info: Any, suffix: str, types: Sequence[str]) -> str | None:
 
 
 def _detect_mode(info: Any) -> str:
-    found = [m for m, (suffix, t) in OUTPUT_TOPICS.items() if _find(info, suffix, (t,))]
+    found = [
+        space.name
+        for space in map(action_spaces.get, action_spaces.names())
+        if _find(info, space.output_topic, (space.command_type,))
+    ]
     if len(found) != 1:
         raise BagError(
             f"{info.path}: cannot tell the mode from the topics (found outputs for {found}); "
@@ -196,13 +193,14 @@ def check_bag(
         values = load_node_params(params, node)
     with BagReader(bag) as reader:
         info = reader.info()
-        mode = mode or values.get("mode") or _detect_mode(info)
         try:
+            mode = action_spaces.canonical(mode or values.get("mode") or _detect_mode(info))
             config = SafetyConfig.from_params({**values, "mode": mode})
             config.validate()
         except ValueError as exc:
             raise BagError(f"safety parameters: {exc}") from exc
-        suffix, out_type = OUTPUT_TOPICS[mode]
+        space = config.space
+        suffix, out_type = space.output_topic, space.command_type
         output = _find(info, suffix, (out_type,))
         if output is None:
             raise BagError(f"{info.path}: no {suffix} ({out_type}) topic: nothing to check")
@@ -213,7 +211,7 @@ def check_bag(
             if time_tolerance_s is not None
             else (STAMP_RESOLUTION_S if stamped else period)
         )
-        raw_suffix, raw_types = RAW_TOPICS[mode]
+        raw_suffix, raw_types = space.raw_topic, space.raw_types
         raw = _find(info, raw_suffix, raw_types)
         estop_topic = _find(info, *ESTOP_TOPIC)
         status_topic = _find(info, *STATUS_TOPIC)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from vla_ros.action_space import add_mode_argument
 from vla_ros.bag.io import DEFAULT_VERSION, STORAGES, VERSIONS, BagError
 
 
@@ -154,7 +155,7 @@ def _add_check(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="parameter file of the run (default: the validator's defaults for --mode)",
     )
-    parser.add_argument("--mode", choices=("mobile3", "arm7"), default=None)
+    add_mode_argument(parser, default=None, help_extra="; also read from --params or the topics")
     parser.add_argument("--node", default="vla_safety", help="node section in the params file")
     parser.add_argument(
         "--time-tolerance",

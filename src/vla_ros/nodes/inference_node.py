@@ -43,6 +43,7 @@ from std_msgs.msg import (
 )
 from std_srvs.srv import Trigger
 
+from vla_ros import action_space as action_spaces
 from vla_ros.core.chunk_executor import ChunkExecutor
 from vla_ros.core.image import ImageFormatError, image_msg_to_rgb
 from vla_ros.core.stats import LatencyStats
@@ -62,7 +63,7 @@ from vla_ros.policy.codec import motion_to_twist_fields
 from vla_ros.policy.types import ActionChunk, Policy, chunk_problem
 
 NODE_NAME = "vla_inference"
-ACTION_SPACES = ("mobile3", "arm7")
+ACTION_SPACES = action_spaces.CHOICES
 DTYPES = ("float32", "float16", "bfloat16")
 SCORE_MEMORY = 16
 """Scene-change scores waiting for their frame (matched by header stamp)."""
@@ -235,7 +236,7 @@ class InferenceNode(Node):
             else _load_policy(cfg["model_dir"], cfg["device"], cfg["dtype"])
         )
         self._spec = self._policy.spec
-        if self._spec.action_space != cfg["action_space"]:
+        if self._spec.action_space != action_spaces.canonical(cfg["action_space"], "action_space"):
             raise ParameterError(
                 f"action_space is {cfg['action_space']!r} but the model is "
                 f"{self._spec.action_space!r}"
@@ -271,9 +272,11 @@ class InferenceNode(Node):
         self._diag_pub = self.create_publisher(
             DiagnosticArray, cfg["diagnostics_topic"], COMMAND_QOS
         )
-        if self._spec.has_gripper:
-            self._arm_pub = self.create_publisher(TwistStamped, cfg["arm_cmd_topic"], COMMAND_QOS)
+        self._space = action_spaces.get(self._spec.action_space)
+        if self._space.gripper:
             self._gripper_pub = self.create_publisher(Float64, cfg["gripper_topic"], COMMAND_QOS)
+        if self._space.stamped:
+            self._arm_pub = self.create_publisher(TwistStamped, cfg["arm_cmd_topic"], COMMAND_QOS)
         else:
             self._twist_pub = self.create_publisher(Twist, cfg["cmd_topic"], COMMAND_QOS)
 
@@ -411,13 +414,15 @@ class InferenceNode(Node):
             self._signal()
         motion = np.zeros(self._spec.motion_dof) if command is None else command[0]
         twist = _twist(motion, self._spec.action_space)
-        if not self._spec.has_gripper:
+        if not self._space.stamped:
             self._twist_pub.publish(twist)
             return
         arm = TwistStamped(twist=twist)
         arm.header.stamp = self.get_clock().now().to_msg()
         arm.header.frame_id = self._cfg["command_frame_id"]
         self._arm_pub.publish(arm)
+        if not self._space.gripper:
+            return
         if command is not None and command[1] is not None:
             self._gripper_hold = command[1]
         if self._gripper_hold is not None:

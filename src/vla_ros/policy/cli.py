@@ -9,9 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vla_ros.policy.types import MOTION_DOF
-
-ACTION_SPACES = sorted(MOTION_DOF)
+from vla_ros.action_space import add_mode_argument
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +18,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "make-tiny-model", help="generate a tiny random PaliGemma policy (tests, demos; offline)"
     )
     tiny.add_argument("out", type=Path, help="model directory to write")
-    tiny.add_argument("--action-space", choices=ACTION_SPACES, default="mobile3")
+    add_mode_argument(tiny)
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(handler=_handle_make_tiny)
 
@@ -30,7 +28,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     fetch.add_argument("--out", type=Path, default=Path("models/paligemma-3b-pt-224"))
     fetch.add_argument("--repo-id", default="google/paligemma-3b-pt-224")
     fetch.add_argument("--revision", default=None)
-    fetch.add_argument("--action-space", choices=ACTION_SPACES, default="mobile3")
+    add_mode_argument(fetch, help_extra="; the head an --init-head writes")
     fetch.add_argument(
         "--init-head",
         action="store_true",
@@ -45,7 +43,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     imp.add_argument("--config", type=Path, required=True, help="RoboVLMs training config JSON")
     imp.add_argument("--backbone", type=Path, required=True, help="HF PaliGemma directory")
     imp.add_argument("--out", type=Path, required=True, help="model directory to write")
-    imp.add_argument("--action-space", choices=ACTION_SPACES, default=None)
+    add_mode_argument(imp, default=None, help_extra="; else detected from the checkpoint")
     imp.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     imp.add_argument(
         "--allow-pickle",
@@ -65,8 +63,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def _handle_make_tiny(args: argparse.Namespace) -> int:
     from vla_ros.policy.tiny import make_tiny_model
 
-    out = make_tiny_model(args.out, args.action_space, seed=args.seed)
-    print(f"wrote tiny {args.action_space} model to {out} (random weights: wiring tests only)")
+    out = make_tiny_model(args.out, args.mode, seed=args.seed)
+    print(f"wrote tiny {args.mode} model to {out} (random weights: wiring tests only)")
     return 0
 
 
@@ -76,7 +74,7 @@ def _handle_fetch(args: argparse.Namespace) -> int:
     out = fetch_model(
         args.out,
         repo_id=args.repo_id,
-        action_space=args.action_space,
+        action_space=args.mode,
         revision=args.revision,
         init_head=args.init_head,
     )
@@ -103,7 +101,7 @@ def _handle_import(args: argparse.Namespace) -> int:
         args.config,
         args.backbone,
         args.out,
-        action_space=args.action_space,
+        action_space=args.mode,
         overwrite=args.overwrite,
         allow_pickle=args.allow_pickle,
     )
