@@ -171,6 +171,20 @@ def _add_check(commands: argparse._SubParsersAction) -> None:
         metavar="S",
         help="longest silence allowed while moving (default five output periods)",
     )
+    parser.add_argument(
+        "--min-commands",
+        type=int,
+        default=None,
+        metavar="N",
+        help="FAIL with fewer outputs than this (default: one second at output_rate_hz)",
+    )
+    parser.add_argument(
+        "--require",
+        nargs="+",
+        default=[],
+        metavar="TOPIC",
+        help="FAIL unless these topics were recorded (e.g. /vla/cmd_raw for the watchdog)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write violations as JSON")
     parser.set_defaults(handler=_handle_check)
 
@@ -386,6 +400,8 @@ def _handle_check(args: argparse.Namespace) -> int:
         node=args.node,
         time_tolerance_s=args.time_tolerance,
         max_gap_s=args.max_gap,
+        min_commands=args.min_commands,
+        require=args.require,
     )
     print(result.summary())
     if args.json is not None:
