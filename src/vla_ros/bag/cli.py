@@ -90,7 +90,13 @@ def _add_record(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--exclude", nargs="+", default=[], help="topics to leave out with --all")
     parser.add_argument("--storage", choices=STORAGES, default="sqlite3")
     parser.add_argument("--version", type=int, choices=VERSIONS, default=DEFAULT_VERSION)
-    parser.add_argument("--duration", type=_positive, default=None, metavar="S")
+    parser.add_argument(
+        "--duration",
+        type=_positive,
+        default=None,
+        metavar="S",
+        help="stop S seconds after the first message (a slow start-up does not eat the run)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bag")
     parser.add_argument("--use-sim-time", action="store_true", help="stamp with /clock time")
     parser.add_argument("--no-progress", action="store_true", help="no live message counts")
@@ -304,12 +310,14 @@ def _handle_record(args: argparse.Namespace) -> int:
         )
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(recorder.node)
-        deadline = time.monotonic() + args.duration if args.duration else None
+        deadline: float | None = None
         console.print(f"recording to {args.out} (Ctrl-C to stop)")
         try:
             with console.status("waiting for publishers", spinner="dots") as status:
                 while deadline is None or time.monotonic() < deadline:
                     executor.spin_once(timeout_sec=0.1)
+                    if deadline is None and args.duration and any(recorder.stats.counts.values()):
+                        deadline = time.monotonic() + args.duration
                     if not args.no_progress:
                         counts = dict(recorder.stats.counts)
                         status.update(

@@ -6,6 +6,7 @@ torch/transformers are imported inside the handlers so `vla-ros --help` stays fa
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,7 +20,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     tiny.add_argument("out", type=Path, help="model directory to write")
     add_mode_argument(tiny)
-    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--seed", type=int, default=0, help="weight seed (default: %(default)s)")
+    tiny.add_argument("--overwrite", action="store_true", help="replace a non-empty directory")
     tiny.set_defaults(handler=_handle_make_tiny)
 
     fetch = subparsers.add_parser(
@@ -63,6 +65,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def _handle_make_tiny(args: argparse.Namespace) -> int:
     from vla_ros.policy.tiny import make_tiny_model
 
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        if not args.overwrite:
+            raise ValueError(f"{args.out} exists and is not empty (pass --overwrite to replace it)")
+        if args.out.is_dir():
+            shutil.rmtree(args.out)
+        else:
+            args.out.unlink()
     out = make_tiny_model(args.out, args.mode, seed=args.seed)
     print(f"wrote tiny {args.mode} model to {out} (random weights: wiring tests only)")
     return 0
