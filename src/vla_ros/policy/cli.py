@@ -121,8 +121,10 @@ def _handle_import(args: argparse.Namespace) -> int:
 def _handle_info(args: argparse.Namespace) -> int:
     from vla_ros.policy.config import PolicyConfig
     from vla_ros.policy.flops import frame_flops
-    from vla_ros.policy.model import UNTRAINED_HEAD_KEY, read_spec
+    from vla_ros.policy.integrity import check_model_files
+    from vla_ros.policy.model import UNTRAINED_HEAD_KEY, check_model_dir, read_spec
 
+    check_model_files(check_model_dir(args.model_dir))
     spec = read_spec(args.model_dir)
     config = PolicyConfig.load(args.model_dir)
     flops = frame_flops(args.model_dir, text_tokens=args.text_tokens, policy=config)

@@ -20,6 +20,7 @@ from vla_ros.policy.backbone import PREPROCESSOR_FILE, ImagePreprocessing, PaliG
 from vla_ros.policy.codec import ActionCodec
 from vla_ros.policy.config import HEAD_FILE, POLICY_FILE, PolicyConfig
 from vla_ros.policy.head import LSTMPolicyHead, load_head_weights
+from vla_ros.policy.integrity import check_model_files
 from vla_ros.policy.types import ActionChunk, PolicySpec
 
 MAX_IMAGE_SIDE = 8192
@@ -147,8 +148,11 @@ class VLAPolicy:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> VLAPolicy:
-        """Load and cross-check a model directory (HF PaliGemma files + policy.yaml + head)."""
+        """Load and cross-check a model directory (HF PaliGemma files + policy.yaml + head).
+
+        A truncated or corrupt file raises `ModelFileError` (a ValueError) naming it."""
         path = check_model_dir(model_dir)
+        check_model_files(path)
         device = resolve_device(device)
         config = PolicyConfig.load(path)
         backbone_hidden = _text_hidden_size(path / "config.json")
