@@ -255,7 +255,7 @@ def add_mode_argument(
         type=mode_type,
         default=default,
         metavar="MODE",
-        help=f"action space: {spaces} (default: {default or 'from the file'}){help_extra}",
+        help=f"action space: {spaces}{help_extra}",
     )
 
 

@@ -157,7 +157,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--camera-topic",
         default="/camera/image_raw",
-        help="raw image topic; <topic>/compressed with --compressed (default: %(default)s)",
+        help="raw image topic; <topic>/compressed with --compressed",
     )
     parser.add_argument(
         "--compressed",

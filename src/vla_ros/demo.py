@@ -212,8 +212,12 @@ def print_summary(summary: DemoSummary) -> None:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="run the stack on a synthetic bag and summarise")
-    parser.add_argument("--model-dir", default="models/tiny", type=Path)
-    parser.add_argument("--out", default=Path("out/demo"), type=Path)
+    parser.add_argument(
+        "--model-dir", default="models/tiny", type=Path, help="vla_ros model directory"
+    )
+    parser.add_argument(
+        "--out", default=Path("out/demo"), type=Path, help="directory for the bags and summary"
+    )
     action_spaces.add_mode_argument(parser)
     parser.add_argument("--duration", type=float, default=12.0, help="seconds of synthetic video")
     parser.set_defaults(handler=_handle)

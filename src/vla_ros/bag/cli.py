@@ -88,8 +88,16 @@ def _add_record(subparsers: argparse._SubParsersAction) -> None:
     target.add_argument("--topics", nargs="+", help="topics to record")
     target.add_argument("--all", action="store_true", help="every topic with a publisher")
     parser.add_argument("--exclude", nargs="+", default=[], help="topics to leave out with --all")
-    parser.add_argument("--storage", choices=STORAGES, default="sqlite3")
-    parser.add_argument("--version", type=int, choices=VERSIONS, default=DEFAULT_VERSION)
+    parser.add_argument(
+        "--storage", choices=STORAGES, default="sqlite3", help="rosbag2 storage plugin"
+    )
+    parser.add_argument(
+        "--metadata-version",
+        type=int,
+        choices=VERSIONS,
+        default=DEFAULT_VERSION,
+        help="rosbag2 metadata version to write",
+    )
     parser.add_argument(
         "--duration",
         type=_positive,
@@ -108,14 +116,31 @@ def _add_synth(commands: argparse._SubParsersAction) -> None:
         "synth", help="write a deterministic synthetic camera bag (tests, demo)"
     )
     parser.add_argument("out", type=Path, help="output rosbag2 directory")
-    parser.add_argument("--duration", type=_positive, default=10.0, metavar="S")
-    parser.add_argument("--fps", type=_positive, default=10.0)
-    parser.add_argument("--resolution", default="320x240", metavar="WxH")
-    parser.add_argument("--images", choices=("raw", "compressed", "both"), default="both")
-    parser.add_argument("--encoding", choices=("rgb8", "bgr8"), default="rgb8")
-    parser.add_argument("--storage", choices=STORAGES, default="sqlite3")
-    parser.add_argument("--version", type=int, choices=VERSIONS, default=DEFAULT_VERSION)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--duration", type=_positive, default=10.0, metavar="S", help="seconds of video"
+    )
+    parser.add_argument("--fps", type=_positive, default=10.0, help="camera frame rate")
+    parser.add_argument("--resolution", default="320x240", metavar="WxH", help="frame size")
+    parser.add_argument(
+        "--images",
+        choices=("raw", "compressed", "both"),
+        default="both",
+        help="Image on /camera/image_raw, CompressedImage (JPEG) on its /compressed, or both",
+    )
+    parser.add_argument(
+        "--encoding", choices=("rgb8", "bgr8"), default="rgb8", help="raw image encoding"
+    )
+    parser.add_argument(
+        "--storage", choices=STORAGES, default="sqlite3", help="rosbag2 storage plugin"
+    )
+    parser.add_argument(
+        "--metadata-version",
+        type=int,
+        choices=VERSIONS,
+        default=DEFAULT_VERSION,
+        help="rosbag2 metadata version to write",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the scene")
     parser.add_argument(
         "--segments",
         default="static:2,moving:2",
@@ -145,8 +170,8 @@ def _add_synth(commands: argparse._SubParsersAction) -> None:
         default=0.25,
         help="image widths per second the view pans while moving (0 = only shapes move)",
     )
-    parser.add_argument("--jpeg-quality", type=int, default=85)
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--jpeg-quality", type=int, default=85, help="JPEG quality (1-100)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing bag")
     parser.set_defaults(handler=_handle_synth)
 
 
@@ -302,7 +327,7 @@ def _handle_record(args: argparse.Namespace) -> int:
             args.out,
             context=context,
             storage=args.storage,
-            version=args.version,
+            version=args.metadata_version,
             overwrite=args.overwrite,
             all_topics=args.all,
             exclude=args.exclude,
@@ -387,7 +412,7 @@ def _handle_synth(args: argparse.Namespace) -> int:
         scan=args.scan,
         odom=args.odom,
         storage=args.storage,
-        version=args.version,
+        version=args.metadata_version,
         seed=args.seed,
     )
     timeline = synthesize(args.out, config, overwrite=args.overwrite)

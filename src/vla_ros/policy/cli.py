@@ -20,16 +20,22 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     tiny.add_argument("out", type=Path, help="model directory to write")
     add_mode_argument(tiny)
-    tiny.add_argument("--seed", type=int, default=0, help="weight seed (default: %(default)s)")
+    tiny.add_argument("--seed", type=int, default=0, help="weight seed")
     tiny.add_argument("--overwrite", action="store_true", help="replace a non-empty directory")
     tiny.set_defaults(handler=_handle_make_tiny)
 
     fetch = subparsers.add_parser(
         "fetch-model", help="download the PaliGemma backbone from the Hugging Face hub"
     )
-    fetch.add_argument("--out", type=Path, default=Path("models/paligemma-3b-pt-224"))
-    fetch.add_argument("--repo-id", default="google/paligemma-3b-pt-224")
-    fetch.add_argument("--revision", default=None)
+    fetch.add_argument(
+        "--out", type=Path, default=Path("models/paligemma-3b-pt-224"), help="directory to write"
+    )
+    fetch.add_argument(
+        "--repo-id", default="google/paligemma-3b-pt-224", help="Hugging Face repository"
+    )
+    fetch.add_argument(
+        "--revision", default=None, help="branch, tag or commit (e.g. bfloat16; default: main)"
+    )
     add_mode_argument(fetch, help_extra="; the head an --init-head writes")
     fetch.add_argument(
         "--init-head",
