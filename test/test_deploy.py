@@ -259,6 +259,31 @@ def test_long_running_services_restart_and_report_health(compose: dict[str, Any]
     assert compose["services"]["replay"]["profiles"] == ["replay"]
 
 
+def test_replay_profile_plays_bag_time_to_a_sim_time_stack(compose: dict[str, Any]):
+    """Without --clock and use_sim_time every replayed frame is stale: the stack does nothing."""
+    from vla_ros.cli import build_parser
+
+    services = compose["services"]
+    replay = as_argv(services["replay"]["command"])
+    args = build_parser().parse_args(replay[1:])
+    assert args.command == "replay"
+    assert args.clock is not None, "the replay must publish /clock"
+    assert args.wait_for_subscribers > 0, "frames published before the stack listens are lost"
+    assert "vla-replay" in services["replay"]["depends_on"]
+    stack = services["vla-replay"]
+    assert stack["profiles"] == ["replay"]
+    launch = dict(arg.partition(":=")[::2] for arg in as_argv(stack["command"])[4:])
+    assert launch["use_sim_time"] == "true"
+    assert launch["compressed"] in {"true", "false"}
+    live = dict(arg.partition(":=")[::2] for arg in as_argv(services["vla"]["command"])[4:])
+    assert live["use_sim_time"] == "false"
+    same = {k: v for k, v in launch.items() if k not in {"use_sim_time", "compressed"}}
+    assert same == {k: v for k, v in live.items() if k not in {"use_sim_time", "compressed"}}
+    assert {k: stack[k] for k in ("volumes", "runtime", "environment", "healthcheck")} == {
+        k: services["vla"][k] for k in ("volumes", "runtime", "environment", "healthcheck")
+    }
+
+
 def test_stack_gets_the_gpu_and_read_only_models(compose: dict[str, Any]):
     vla = compose["services"]["vla"]
     assert vla["runtime"] in {"nvidia", "runc"}
