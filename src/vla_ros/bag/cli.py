@@ -81,13 +81,8 @@ def _add_replay(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_handle_replay)
 
 
-def _add_record(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("record", help="record live topics to a rosbag2 (raw CDR)")
-    parser.add_argument("out", type=Path, help="output rosbag2 directory (must not exist)")
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--topics", nargs="+", help="topics to record")
-    target.add_argument("--all", action="store_true", help="every topic with a publisher")
-    parser.add_argument("--exclude", nargs="+", default=[], help="topics to leave out with --all")
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    """How a written bag is stored: the same two options for record and synth."""
     parser.add_argument(
         "--storage", choices=STORAGES, default="sqlite3", help="rosbag2 storage plugin"
     )
@@ -98,6 +93,16 @@ def _add_record(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_VERSION,
         help="rosbag2 metadata version to write",
     )
+
+
+def _add_record(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("record", help="record live topics to a rosbag2 (raw CDR)")
+    parser.add_argument("out", type=Path, help="output rosbag2 directory (must not exist)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--topics", nargs="+", help="topics to record")
+    target.add_argument("--all", action="store_true", help="every topic with a publisher")
+    parser.add_argument("--exclude", nargs="+", default=[], help="topics to leave out with --all")
+    _add_format(parser)
     parser.add_argument(
         "--duration",
         type=_positive,
@@ -130,16 +135,7 @@ def _add_synth(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--encoding", choices=("rgb8", "bgr8"), default="rgb8", help="raw image encoding"
     )
-    parser.add_argument(
-        "--storage", choices=STORAGES, default="sqlite3", help="rosbag2 storage plugin"
-    )
-    parser.add_argument(
-        "--metadata-version",
-        type=int,
-        choices=VERSIONS,
-        default=DEFAULT_VERSION,
-        help="rosbag2 metadata version to write",
-    )
+    _add_format(parser)
     parser.add_argument("--seed", type=int, default=0, help="random seed of the scene")
     parser.add_argument(
         "--segments",
