@@ -65,11 +65,11 @@ def plan(
     if mode:
         mode = action_spaces.canonical(mode)
     if not params_file and share_dir is not None:
-        name = action_spaces.get(mode or "mobile3").params_file
+        name = action_spaces.get(mode or action_spaces.DEFAULT_MODE).params_file
         guess = os.path.join(share_dir, "config", name)
         params_file = guess if os.path.isfile(guess) else ""
     parameters = safety_parameters(params_file)
-    space = action_spaces.get(mode or str(parameters.get("mode", "mobile3")))
+    space = action_spaces.get(mode or str(parameters.get("mode", action_spaces.DEFAULT_MODE)))
     parameters["mode"] = space.name
     parameters["use_sim_time"] = use_sim_time.strip().lower() in ("true", "1", "yes")
     remappings = [(space.raw_topic, input_topic)] if input_topic else []

@@ -86,7 +86,7 @@ def generate_launch_description() -> LaunchDescription:
         [
             DeclareLaunchArgument(
                 "mode",
-                default_value="mobile3",
+                default_value=action_spaces.DEFAULT_MODE,
                 choices=list(action_spaces.choices()),
                 description="action space: "
                 + "; ".join(s.describe() for s in map(action_spaces.get, action_spaces.names())),

@@ -23,6 +23,8 @@ TWIST_STAMPED_TYPE = "geometry_msgs/msg/TwistStamped"
 GRIPPER_TYPE = "std_msgs/msg/Float64"
 GRIPPER_RAW_TOPIC = "vla/gripper_raw"
 GRIPPER_TOPIC = "gripper/command"
+DEFAULT_MODE = "mobile3"
+"""The action space commands, launch files and nodes assume when none is given."""
 PLATFORMS = ("base", "arm")
 """base: a planar mobile robot (laser zones, geofence, odometry apply); arm: an end effector
 (workspace bounds and an end-effector pose apply)."""
@@ -246,7 +248,7 @@ def mode_type(text: str) -> str:
 
 
 def add_mode_argument(
-    parser: argparse.ArgumentParser, default: str | None = "mobile3", help_extra: str = ""
+    parser: argparse.ArgumentParser, default: str | None = DEFAULT_MODE, help_extra: str = ""
 ) -> None:
     """`--mode` with one spelling and help text for every command that takes an action space."""
     spaces = "; ".join(s.describe() for s in _REGISTRY.values())

@@ -27,7 +27,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 class StackOptions:
     """What `vla.launch.py` takes as launch arguments."""
 
-    mode: str = "mobile3"
+    mode: str = action_spaces.DEFAULT_MODE
     """An action space name or alias (`vla_ros.action_space`)."""
     model_dir: str = "models/tiny"
     params_file: str | None = None

@@ -82,7 +82,7 @@ def _node_percentiles(
 def run_demo(
     model_dir: Path,
     out_dir: Path,
-    mode: str = "mobile3",
+    mode: str = action_spaces.DEFAULT_MODE,
     duration_s: float = 12.0,
     fps: float = 30.0,
 ) -> DemoSummary:

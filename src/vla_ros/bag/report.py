@@ -119,7 +119,7 @@ def build_report(bag: str | Path) -> RunReport:
         kinds = {t.name: kind for t in info.topics if (kind := _classify(t.name, t.msgtype))}
         report.topics = kinds
         report.action_space = _action_space(set(kinds.values()))
-        space = action_spaces.get(report.action_space or "mobile3")
+        space = action_spaces.get(report.action_space or action_spaces.DEFAULT_MODE)
         for message in reader.messages(kinds):
             kind = kinds[message.topic]
             t = (message.timestamp_ns - info.start_ns) / 1e9
@@ -194,7 +194,7 @@ def plot_report(report: RunReport, png: str | Path) -> Path:
 
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
-    axes_names = AXES.get(report.action_space or "", AXES["mobile3"])
+    axes_names = AXES.get(report.action_space or "", AXES[action_spaces.DEFAULT_MODE])
     fig, (ax_cmd, ax_evt, ax_lat) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
     try:
         for series, style, label in (

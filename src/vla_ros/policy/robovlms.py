@@ -500,12 +500,16 @@ def _convert_head(
             f"{rv_config.path.name} act_head.action_dim={rv_config.action_dim} needs "
             f"{rv_config.action_dim - 1}"
         )
-    detected = {3: "mobile3", 6: "arm7"}.get(per_step)
-    if detected is None:
+    found = action_spaces.find(per_step, has_gripper) or action_spaces.find(
+        per_step, not has_gripper
+    )
+    if found is None:
+        supported = ", ".join(f"{action_spaces.get(n).dof} ({n})" for n in action_spaces.names())
         raise ValueError(
-            f"{source}: model.act_head.actions outputs {per_step} values per step; only 3 "
-            "(mobile3) and 6 (arm7) are supported"
+            f"{source}: model.act_head.actions outputs {per_step} values per step; only "
+            f"{supported} are supported"
         )
+    detected = found.name
     if action_spaces.get(detected).gripper and not has_gripper:
         raise ValueError(f"{source}: a 6-DOF action head needs model.act_head.gripper.* (arm7)")
     if action_space is not None and action_space != detected:
