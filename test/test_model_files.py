@@ -45,6 +45,8 @@ CASES = [
     ("policy_head.safetensors", truncate(0.9), "truncated"),
     ("policy_head.safetensors", overwrite(b"\x10\x00\x00\x00\x00\x00\x00\x00{}"), "truncated"),
     ("tokenizer.json", truncate(0.5), "not valid JSON"),
+    ("tokenizer.json", overwrite(b"{}"), "not a valid tokenizers file"),
+    ("config.json", overwrite(b'{"model_type": "paligemma"}'), "text_config is missing"),
     ("config.json", overwrite(b"\x89PNG\r\n"), "not UTF-8"),
     ("config.json", overwrite(b"[1, 2]"), "JSON object"),
     ("preprocessor_config.json", truncate(0.3), "not valid JSON"),

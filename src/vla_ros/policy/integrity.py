@@ -113,6 +113,29 @@ def check_safetensors(path: Path) -> dict[str, Any]:
     return header
 
 
+def _check_config(path: Path) -> None:
+    """The fields the loader and the FLOP count read; a default would silently stand in."""
+    if not path.is_file():
+        return
+    config = read_json_object(path)
+    for section in ("text_config", "vision_config"):
+        if not isinstance(config.get(section), dict):
+            raise _fail(path, f"{section} is missing or not an object (not a PaliGemma config)")
+    hidden = config["text_config"].get("hidden_size")
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise _fail(path, f"text_config.hidden_size must be a positive integer, got {hidden!r}")
+
+
+def _check_tokenizer(path: Path) -> None:
+    """Parse it the way transformers will (the Rust tokenizers library), errors on one line."""
+    from tokenizers import Tokenizer
+
+    try:
+        Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception for every parse error
+        raise _fail(path, f"not a valid tokenizers file: {exc}") from exc
+
+
 def weight_files(model_dir: Path) -> list[Path]:
     """The backbone's safetensors files (single or sharded) plus the policy head file."""
     index = model_dir / "model.safetensors.index.json"
@@ -142,6 +165,9 @@ def check_model_files(model_dir: str | Path) -> None:
     for name in JSON_FILES:
         if (path / name).is_file():
             read_json_object(path / name)
+    _check_config(path / "config.json")
+    if (path / "tokenizer.json").is_file():
+        _check_tokenizer(path / "tokenizer.json")
     tokenizer_model = path / "tokenizer.model"
     if tokenizer_model.is_file() and tokenizer_model.stat().st_size == 0:
         raise _fail(tokenizer_model, "empty file (truncated?)")

@@ -20,7 +20,7 @@ from vla_ros.policy.backbone import PREPROCESSOR_FILE, ImagePreprocessing, PaliG
 from vla_ros.policy.codec import ActionCodec
 from vla_ros.policy.config import HEAD_FILE, POLICY_FILE, PolicyConfig
 from vla_ros.policy.head import LSTMPolicyHead, load_head_weights
-from vla_ros.policy.integrity import check_model_files
+from vla_ros.policy.integrity import ModelFileError, check_model_files
 from vla_ros.policy.types import ActionChunk, PolicySpec
 
 MAX_IMAGE_SIDE = 8192
@@ -169,7 +169,13 @@ class VLAPolicy:
                 "its actions are noise. Use it for bring-up tests only.",
                 path,
             )
-        backbone = PaliGemmaBackbone.from_pretrained(path, device=device, dtype=dtype)
+        try:
+            backbone = PaliGemmaBackbone.from_pretrained(path, device=device, dtype=dtype)
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, ModelFileError):
+                raise
+            problem = " ".join(str(exc).split())
+            raise ModelFileError(f"{path}: cannot load the PaliGemma files: {problem}") from exc
         with torch.no_grad():
             backbone.action_token.copy_(action_token.to(backbone.action_token))
         return cls(backbone, head, config)
