@@ -129,6 +129,59 @@ def test_twist_packing_round_trips(name: str, data: st.DataObject):
     assert twist_fields_to_motion(linear, angular, name).tolist() == motion.tolist()
 
 
+SPACES = st.builds(
+    lambda axes, platform, gripper, stamped, limits: ActionSpaceSpec(
+        name="generated",
+        aliases=("gen",),
+        axes=axes,
+        platform=platform,
+        gripper=gripper,
+        stamped=stamped,
+        raw_topic="vla/gen_raw",
+        output_topic="gen_cmd",
+        params_file="gen.yaml",
+        max_velocity=tuple(limits[: len(axes)]),
+        max_accel=tuple(2 * v for v in limits[: len(axes)]),
+        max_decel=tuple(3 * v for v in limits[: len(axes)]),
+        description="generated",
+    ),
+    st.lists(st.sampled_from(action_spaces.TWIST_AXES), min_size=1, max_size=6, unique=True).map(
+        lambda picked: tuple(a for a in action_spaces.TWIST_AXES if a in picked)
+    ),
+    st.sampled_from(action_spaces.PLATFORMS),
+    st.booleans(),
+    st.booleans(),
+    st.lists(st.floats(0.05, 2.0), min_size=6, max_size=6),
+)
+
+
+@given(space=SPACES, commands=st.lists(st.lists(st.floats(-5, 5), min_size=6, max_size=6)))
+def test_any_registered_space_gets_a_working_safety_core(space, commands):
+    """Property: whatever axes a registered space has, its defaults validate and every output
+    stays inside them, with a gripper output only where the space has a gripper."""
+    from vla_ros.safety.config import SafetyConfig
+    from vla_ros.safety.validator import SafetyValidator
+
+    action_spaces.register(space)
+    try:
+        config = SafetyConfig.for_mode("gen")
+        config.validate()
+        core = SafetyValidator(config)
+        for step, six in enumerate(commands):
+            now = 10.0 + 0.02 * step
+            motion = space.from_twist(six)
+            core.submit_command(motion, now if space.stamped else None, "base_link", now)
+            output = core.step(now)
+            assert len(output.motion) == space.dof
+            assert all(
+                abs(v) <= limit + 1e-9
+                for v, limit in zip(output.motion, space.max_velocity, strict=True)
+            )
+            assert output.gripper is None or space.gripper
+    finally:
+        action_spaces.unregister("generated")
+
+
 # -------------------------------------------------------------------------- a third space: arm6
 
 

@@ -108,14 +108,18 @@ class ActionSpaceSpec:
         return (self.output_topic, GRIPPER_TOPIC) if self.gripper else (self.output_topic,)
 
     def safety_defaults(self) -> dict[str, Any]:
-        """Default velocity, speed-norm and ramp limits for `SafetyConfig.for_mode`."""
-        linear = [self.max_velocity[i] for i in self.linear_axes]
-        angular = [self.max_velocity[i] for i in self.angular_axes]
+        """Default velocity, speed-norm and ramp limits for `SafetyConfig.for_mode`.
+
+        A space without linear (or angular) axes still gets a positive norm limit for that part,
+        which the safety config requires; it constrains nothing there.
+        """
+        linear = [self.max_velocity[i] for i in self.linear_axes] or list(self.max_velocity)
+        angular = [self.max_velocity[i] for i in self.angular_axes] or list(self.max_velocity)
         return {
             "max_velocity": self.max_velocity,
             "min_velocity": tuple(-v for v in self.max_velocity),
-            "max_linear_speed": max(linear, default=0.0),
-            "max_angular_speed": max(angular, default=0.0),
+            "max_linear_speed": max(linear),
+            "max_angular_speed": max(angular),
             "max_accel": self.max_accel,
             "max_decel": self.max_decel,
             "deadband": (0.0,) * self.dof,
