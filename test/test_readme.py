@@ -197,8 +197,11 @@ def check_replay(run: Run) -> None:
     )
     assert result.ok, result.summary()
     assert result.samples >= 50, result.summary()
-    assert result.moving > 0, "no command ever moved the robot"
     report = build_report(run.scratch / "out/bags/run")
+    assert result.moving > 0, (
+        "no command ever moved the robot; model_ms "
+        f"{report.latency('model_ms')} (a step slower than the chunk plays nothing)"
+    )
     assert report.events, "no inference event was recorded"
     assert report.raw_commands.t, "no raw command was recorded"
     assert (run.scratch / "out/bags/run.png").stat().st_size > 0
