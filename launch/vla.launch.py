@@ -32,7 +32,7 @@ def _nodes(context, *args, **kwargs):  # noqa: ANN001
     model_dir = LaunchConfiguration("model_dir").perform(context)
     common = {"use_sim_time": use_sim_time}
     model = {"action_space": ACTION_SPACE[mode], "model_dir": model_dir}
-    for name in ("device", "dtype"):
+    for name in ("device", "dtype", "backend"):
         value = LaunchConfiguration(name).perform(context)
         if value:
             model[name] = value
@@ -113,6 +113,13 @@ def generate_launch_description() -> LaunchDescription:
                 default_value="",
                 choices=["", "float32", "float16", "bfloat16"],
                 description="model weight dtype; empty = the parameter file",
+            ),
+            DeclareLaunchArgument(
+                "backend",
+                default_value="",
+                choices=["", "torch", "onnxruntime", "tensorrt"],
+                description="trunk backend (onnxruntime/tensorrt need `vla-ros export`); "
+                "empty = the parameter file",
             ),
             DeclareLaunchArgument(
                 "params_file",

@@ -48,6 +48,7 @@ def test_vla_launch_declares_the_documented_arguments():
         "use_sim_time",
         "device",
         "dtype",
+        "backend",
         "params_file",
     }
 

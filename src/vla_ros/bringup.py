@@ -35,7 +35,8 @@ class StackOptions:
     use_sim_time: bool = False
     device: str = ""
     dtype: str = ""
-    """Empty device/dtype keep the parameter file's values."""
+    backend: str = ""
+    """Empty device/dtype/backend keep the parameter file's values."""
 
     def resolved_params_file(self) -> Path:
         if self.mode not in ACTION_SPACE:
@@ -89,7 +90,11 @@ def build_stack(
     )
     model = [
         Parameter(name, value=value)
-        for name, value in (("device", options.device), ("dtype", options.dtype))
+        for name, value in (
+            ("device", options.device),
+            ("dtype", options.dtype),
+            ("backend", options.backend),
+        )
         if value
     ]
     inference = InferenceNode(
@@ -157,6 +162,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--dtype", default="", choices=["", "float32", "float16", "bfloat16"], help="weight dtype"
     )
+    parser.add_argument(
+        "--backend",
+        default="",
+        choices=["", "torch", "onnxruntime", "tensorrt"],
+        help="trunk backend; onnxruntime/tensorrt need `vla-ros export` (default: parameter file)",
+    )
     parser.set_defaults(handler=_handle)
 
 
@@ -174,5 +185,6 @@ def _handle(args: argparse.Namespace) -> int:
             use_sim_time=args.use_sim_time,
             device=args.device,
             dtype=args.dtype,
+            backend=args.backend,
         )
     )

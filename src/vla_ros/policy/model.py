@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 from vla_ros.policy.backbone import PREPROCESSOR_FILE, ImagePreprocessing
+from vla_ros.policy.backends import BACKENDS
 from vla_ros.policy.codec import ActionCodec
 from vla_ros.policy.config import HEAD_FILE, POLICY_FILE, PolicyConfig
 from vla_ros.policy.head import LSTMPolicyHead, load_head_weights
-from vla_ros.policy.trunk import BACKENDS, BackendError, Trunk, load_trunk
+from vla_ros.policy.trunk import BackendError, Trunk, load_trunk
 from vla_ros.policy.types import ActionChunk, PolicySpec
 
 MAX_IMAGE_SIDE = 8192

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from vla_ros.policy.backbone import PREPROCESSOR_FILE, ImagePreprocessing, instruction_ids
+from vla_ros.policy.backends import BACKENDS
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
 DEFAULT_ONNX_DIR = "onnx"
 """Where `vla-ros export` writes by default and the graph backends look: MODEL_DIR/onnx."""
 
