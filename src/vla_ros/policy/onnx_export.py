@@ -151,14 +151,15 @@ def _export(
 def pack_external_data(graphs: Sequence[Path], out_dir: Path, data_name: str) -> list[Path]:
     """Copy `graphs` into `out_dir` with their weights in one shared external-data file.
 
-    A tensor with the same name and bytes in several graphs (the decoder weights of every text
-    bucket) is stored once; each graph's initializers point at offsets of `data_name`.
+    Storage is content-addressed: a tensor whose bytes are already stored (the decoder weights
+    of every text bucket) is stored once; each graph's initializers point at offsets of
+    `data_name`.
     Tensors are copied one at a time, so memory stays at one tensor whatever the model size.
     """
     import onnx
     from onnx.external_data_helper import ExternalDataInfo
 
-    stored: dict[tuple[str, str], tuple[int, int]] = {}
+    stored: dict[str, tuple[int, int]] = {}
     written: list[Path] = []
     data_path = out_dir / data_name
     with open(data_path, "wb") as data:
@@ -174,7 +175,7 @@ def pack_external_data(graphs: Sequence[Path], out_dir: Path, data_name: str) ->
                     raw = tensor.raw_data
                 else:
                     continue
-                key = (tensor.name, hashlib.sha256(raw).hexdigest())
+                key = hashlib.sha256(raw).hexdigest()
                 if key not in stored:
                     padding = (-data.tell()) % 64
                     data.write(b"\0" * padding)
@@ -322,12 +323,16 @@ def compare(reference: RunResult, candidate: RunResult, action_scale: float = 1.
     return result
 
 
-def default_samples(size: int) -> list[Sample]:
+def default_samples(size: int, backbone: Any, max_rows: int) -> list[Sample]:
+    """Parity frames with English and Korean instructions, shortened to fit the buckets."""
+    instructions = []
+    for text in PARITY_INSTRUCTIONS:
+        words = text.split()
+        while len(words) > 1 and len(backbone.text_ids(" ".join(words))) + 1 > max_rows:
+            words.pop()
+        instructions.append(" ".join(words))
     frames = parity_frames(size)
-    return [
-        Sample(frame, PARITY_INSTRUCTIONS[k % len(PARITY_INSTRUCTIONS)])
-        for k, frame in enumerate(frames)
-    ]
+    return [Sample(frame, instructions[k % len(instructions)]) for k, frame in enumerate(frames)]
 
 
 def export_onnx(
@@ -369,8 +374,16 @@ def export_onnx(
 
         calib, held_out = calibration_samples(calibration, size)
     else:
-        calib, held_out = [], list(samples or default_samples(size))
-    check_samples = list(samples or default_samples(size)) if precision != "int8" else held_out
+        calib, held_out = (
+            [],
+            list(samples or default_samples(size, reference_policy.backbone, max(buckets))),
+        )
+    rows = max(buckets)
+    check_samples = (
+        list(samples or default_samples(size, reference_policy.backbone, rows))
+        if precision != "int8"
+        else held_out
+    )
     reference = run_policy(reference_policy, check_samples)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
