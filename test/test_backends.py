@@ -7,7 +7,13 @@ is checked by running the graphs in onnxruntime through `VLAPolicy`, as the node
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
 import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -351,3 +357,55 @@ def test_tensorrt_engines_match_onnxruntime_on_a_gpu(arm_model, arm_export, ort_
     result = compare(run_policy(ort_arm, samples), run_policy(policy, samples))
     assert result["cosine_min"] >= 0.9999
     assert result["gripper_agree"] is True
+
+
+# --- README walkthrough ----------------------------------------------------------------------
+
+
+def readme_commands(title: str) -> list[list[str]]:
+    """The `vla-ros` lines of the first bash block under `## title` in README.md."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, f"no bash block under {title}"
+    lines = [shlex.split(line, comments=True) for line in block.group(1).splitlines()]
+    return [words for words in lines if words and words[0].endswith("vla-ros")]
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_readme_backend_walkthrough_runs_as_written(tmp_path):
+    """make-tiny-model, export, then the stack comes up on the onnxruntime backend."""
+    commands = readme_commands("Inference backends")
+    assert [c[1] for c in commands] == ["make-tiny-model", "export", "bringup"]
+    assert commands[-1][-2:] == ["--backend", "onnxruntime"]
+    executable = str(Path(sys.executable).with_name("vla-ros"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for words in commands[:-1]:
+        done = subprocess.run(
+            [executable, *words[1:]], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, f"{shlex.join(words)}\n{done.stdout}{done.stderr}"
+    assert "cosine" in done.stdout
+    stack = subprocess.Popen(
+        [executable, *commands[-1][1:]],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    watchdog = threading.Timer(120, stack.kill)
+    watchdog.start()
+    seen = []
+    try:
+        for line in stack.stdout:
+            seen.append(line)
+            if "stack up" in line:
+                break
+        assert stack.poll() is None, "".join(seen)
+        assert any("backend onnxruntime" in line or "stack up" in line for line in seen)
+    finally:
+        watchdog.cancel()
+        stack.terminate()
+        stack.communicate(timeout=30)

@@ -78,6 +78,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     export.set_defaults(handler=_handle_export)
 
+    engines = subparsers.add_parser(
+        "build-engines",
+        help="build (or check) the TensorRT engines of an ONNX export on this GPU",
+    )
+    engines.add_argument("model_dir", type=Path)
+    engines.add_argument("--onnx-dir", type=Path, default=None, help="default MODEL_DIR/onnx")
+    engines.add_argument("--device", default="cuda:0")
+    engines.set_defaults(handler=_handle_engines)
+
 
 def _handle_make_tiny(args: argparse.Namespace) -> int:
     from vla_ros.policy.tiny import make_tiny_model
@@ -177,6 +186,16 @@ def _handle_export(args: argparse.Namespace) -> int:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+    return 0
+
+
+def _handle_engines(args: argparse.Namespace) -> int:
+    from vla_ros.policy.model import VLAPolicy
+
+    policy = VLAPolicy.from_pretrained(
+        args.model_dir, device=args.device, backend="tensorrt", onnx_dir=args.onnx_dir
+    )
+    print(f"TensorRT engines ready in {policy.backbone.engine_dir}")
     return 0
 
 

@@ -121,11 +121,15 @@ class PrefixGraph(nn.Module):
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """The exporter prints progress lines and warns about torchvision ops; keep CLI output clean."""
+    """The exporter and the quantizer print progress lines and advice to the root logger; keep
+    the CLI's output to what it reports (errors still raise)."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-        yield
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
 
 
 def _export(
@@ -272,24 +276,22 @@ class Sample:
 
 @dataclass(frozen=True)
 class RunResult:
-    """One pass of a policy over samples: per-step features, normalized motion, gripper."""
+    """One pass of a policy over samples: per-step features, normalized motion, gripper, and the
+    trunk time of each step (preprocess + vision + decoder, as `VLAPolicy.step` measures it)."""
 
     features: np.ndarray
     motion: np.ndarray
     gripper: np.ndarray | None
-    seconds: list[float]
+    trunk_ms: list[float]
 
 
 def run_policy(policy: Any, samples: Sequence[Sample]) -> RunResult:
     """Step `policy` over `samples` from a reset; what parity and the gate compare."""
-    import time
-
     policy.reset()
-    features, motions, grippers, seconds = [], [], [], []
+    features, motions, grippers, trunk_ms = [], [], [], []
     for sample in samples:
-        start = time.perf_counter()
         chunk = policy.step(sample.frame, sample.instruction)
-        seconds.append(time.perf_counter() - start)
+        trunk_ms.append(sum(chunk.timings_ms[k] for k in ("preprocess", "vision", "decoder")))
         features.append(policy.features[-1].detach().to("cpu", torch.float32).numpy())
         motions.append(policy.codec.encode_motion(chunk.motion))
         if chunk.gripper is not None:
@@ -299,7 +301,7 @@ def run_policy(policy: Any, samples: Sequence[Sample]) -> RunResult:
         features=np.stack(features),
         motion=np.stack(motions),
         gripper=np.stack(grippers) if grippers else None,
-        seconds=seconds,
+        trunk_ms=trunk_ms,
     )
 
 
