@@ -2,13 +2,15 @@
 
     python test/bench/bench_backends.py --out out/bench [--frames N] [--skip-mid]
 
-Mid-size = PaliGemma-3B widths (SigLIP So400m 1152 / Gemma 2048, MQA 8x256) with 2 vision and
-1 decoder layer (`vla_ros.policy.wide`): per layer the same GEMM shapes as the 3B model, and
-about its vision:decoder FLOP split. Per backend: median trunk time per frame (preprocess +
-vision + decoder, from `VLAPolicy.step`), the ratio to torch measured in this run, ACT-feature
-cosine / action NRMSE / action max |delta| against torch on the same frames, resident memory
-added by loading, and the export time. INT8: dynamic (no bag) and static QDQ calibrated on a
-synthetic bag. Writes bench_backends.json to --out.
+Both models are arm7, so gripper decisions are compared too. Mid-size = PaliGemma-3B widths
+(SigLIP So400m 1152 / Gemma 2048, MQA 8x256) with 2 vision and 1 decoder layer
+(`vla_ros.policy.wide`): per layer the same GEMM shapes as the 3B model, and about its
+vision:decoder FLOP split. Per backend: median trunk time per frame (preprocess + vision +
+decoder, from `VLAPolicy.step`), the ratio to torch measured in this run, ACT-feature cosine /
+action NRMSE / action max |delta| / gripper decisions against torch on the same frames, resident
+and peak memory of a fresh process that loaded the policy and ran one step, and the export time.
+INT8: dynamic (no bag) and static QDQ calibrated on a synthetic bag. Writes bench_backends.json
+to --out.
 """
 
 from __future__ import annotations
@@ -115,15 +117,16 @@ def bench_model(name: str, model_dir: Path, frames: int, bag: Path) -> dict:
     print(f"\n{name} ({model_dir.name}), {frames} frames, torch threads {torch.get_num_threads()}")
     print(
         f"{'backend':<26}{'trunk ms':>10}{'x torch':>9}{'cosine':>11}{'NRMSE':>10}"
-        f"{'max|d|':>10}{'RSS MB':>9}{'peak MB':>9}"
+        f"{'max|d|':>10}{'gripper':>9}{'RSS MB':>9}{'peak MB':>9}"
     )
     for label, row in rows.items():
         cosine = f"{row['cosine_min']:.6f}" if "cosine_min" in row else "ref"
         nrmse = f"{row['action_nrmse']:.2e}" if "action_nrmse" in row else ""
         max_abs = f"{row['action_max_abs']:.1e}" if "action_max_abs" in row else ""
+        gripper = {True: "same", False: "DIFFER", None: ""}[row.get("gripper_agree")]
         print(
             f"{label:<26}{row['trunk_ms']:>10.1f}{row['speedup_vs_torch']:>8.2f}x{cosine:>11}"
-            f"{nrmse:>10}{max_abs:>10}{row['rss_mb']:>9.0f}{row['peak_mb']:>9.0f}"
+            f"{nrmse:>10}{max_abs:>10}{gripper:>9}{row['rss_mb']:>9.0f}{row['peak_mb']:>9.0f}"
         )
     return rows
 
@@ -144,10 +147,12 @@ def main() -> int:
         root = Path(tmp)
         bag = root / "calib"
         synthesize(bag, SynthConfig(duration_s=3.0))
-        tiny = make_tiny_model(root / "tiny", "mobile3")
+        tiny = make_tiny_model(root / "tiny", "arm7")
         results["tiny"] = bench_model("tiny", tiny, args.frames or 20, bag)
         if not args.skip_mid:
-            wide = make_wide_model(root / "mid", vision_layers=2, text_layers=1)
+            wide = make_wide_model(
+                root / "mid", vision_layers=2, text_layers=1, action_space="arm7"
+            )
             results["mid"] = bench_model("mid-size (3B widths)", wide, args.frames or 5, bag)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "bench_backends.json"
