@@ -37,7 +37,7 @@ def _nodes(context, *args, **kwargs):  # noqa: ANN001
     model_dir = LaunchConfiguration("model_dir").perform(context)
     common = {"use_sim_time": use_sim_time}
     model = {"action_space": space.name, "model_dir": model_dir}
-    for name in ("device", "dtype"):
+    for name in ("device", "dtype", "backend"):
         value = LaunchConfiguration(name).perform(context)
         if name == "dtype" and value and value not in DTYPES:
             raise RuntimeError(f"dtype must be one of {list(DTYPES)}, got {value!r}")
@@ -123,6 +123,13 @@ def generate_launch_description() -> LaunchDescription:
                 "dtype",
                 default_value="",
                 description=f"model weight dtype, one of {', '.join(DTYPES)}; "
+                "empty = the parameter file",
+            ),
+            DeclareLaunchArgument(
+                "backend",
+                default_value="",
+                choices=["", "torch", "onnxruntime", "tensorrt"],
+                description="trunk backend (onnxruntime/tensorrt need `vla-ros export`); "
                 "empty = the parameter file",
             ),
             DeclareLaunchArgument(

@@ -685,7 +685,7 @@ def test_image_runs_as_a_non_root_user_through_the_entrypoint(dockerfile: Path):
 
 def test_python_pins_agree_across_images_and_with_ci():
     jetson, x86 = (pins(ROOT / "docker" / name) for name in ("Dockerfile.jetson", "Dockerfile.x86"))
-    platform_specific = {"torch", "onnxruntime-gpu"}
+    platform_specific = {"torch", "onnxruntime-gpu", "onnxruntime"}
     assert {k: v for k, v in jetson.items() if k not in platform_specific} == {
         k: v for k, v in x86.items() if k not in platform_specific
     }
@@ -694,6 +694,34 @@ def test_python_pins_agree_across_images_and_with_ci():
     assert {"onnxruntime-gpu", "torch"} <= set(jetson)
     # Humble's message packages are built against the NumPy 1 C API.
     assert int(jetson["numpy"].split(".")[0]) == 1
+
+
+# Deliberate differences between an image and CI: Humble's message packages need NumPy 1.x
+# (CI runs NumPy 2 on Kilted wheels), and the Jetson torch comes from NVIDIA's index for JetPack.
+IMAGE_ONLY_PINS = {"numpy"}
+
+
+def normalized(pinned: dict[str, str]) -> dict[str, str]:
+    return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in pinned.items()}
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_images_run_the_library_versions_ci_tests(dockerfile: Path):
+    """Deployed = tested: a package both an image and CI pin has one version (transformers,
+    tokenizers, onnx, onnxruntime, ...); the image's onnxruntime-gpu matches CI's onnxruntime."""
+    image = normalized(pins(dockerfile))
+    lock = normalized(read_env_file_like_requirements(ROOT / "requirements.lock"))
+    if dockerfile.name == "Dockerfile.jetson":
+        image.pop("torch")
+        image["onnxruntime"] = image.pop("onnxruntime-gpu")
+    drift = {
+        name: (version, lock[name])
+        for name, version in image.items()
+        if name in lock and name not in IMAGE_ONLY_PINS and lock[name] != version
+    }
+    assert not drift, f"{dockerfile.name} pins differ from requirements.lock (image, CI): {drift}"
+    for needed in ("transformers", "tokenizers", "safetensors", "onnx", "onnxruntime"):
+        assert needed in image, f"{dockerfile.name} does not pin {needed}"
 
 
 def read_env_file_like_requirements(path: Path) -> dict[str, str]:

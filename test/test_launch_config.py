@@ -49,6 +49,7 @@ def test_vla_launch_declares_the_documented_arguments():
         "use_sim_time",
         "device",
         "dtype",
+        "backend",
         "params_file",
     }
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from vla_ros.policy.types import Policy
 
 from vla_ros import action_space as action_spaces
+from vla_ros.policy.backends import BACKENDS
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
@@ -37,7 +38,8 @@ class StackOptions:
     use_sim_time: bool = False
     device: str = ""
     dtype: str = ""
-    """Empty device/dtype keep the parameter file's values."""
+    backend: str = ""
+    """Empty device/dtype/backend keep the parameter file's values."""
 
     def resolved_params_file(self) -> Path:
         action_spaces.canonical(self.mode)
@@ -91,7 +93,11 @@ def build_stack(
     )
     model = [
         Parameter(name, value=value)
-        for name, value in (("device", options.device), ("dtype", options.dtype))
+        for name, value in (
+            ("device", options.device),
+            ("dtype", options.dtype),
+            ("backend", options.backend),
+        )
         if value
     ]
     inference = InferenceNode(
@@ -169,6 +175,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--use-sim-time", action="store_true", help="follow /clock (a bag replayed with --clock)"
     )
     add_model_arguments(parser)
+    parser.add_argument(
+        "--backend",
+        default=None,
+        choices=BACKENDS,
+        help="trunk backend; onnxruntime/tensorrt need `vla-ros export` (default: parameter file)",
+    )
     parser.set_defaults(handler=_handle)
 
 
@@ -202,5 +214,6 @@ def _handle(args: argparse.Namespace) -> int:
             use_sim_time=args.use_sim_time,
             device=args.device,
             dtype=args.dtype or "",
+            backend=args.backend or "",
         )
     )

@@ -59,6 +59,7 @@ from vla_ros.nodes.common import (
     run_node,
     topic_name_problem,
 )
+from vla_ros.policy.backends import BACKENDS
 from vla_ros.policy.codec import motion_to_twist_fields
 from vla_ros.policy.types import ActionChunk, Policy, chunk_problem
 
@@ -100,6 +101,13 @@ PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("device", "cpu", "torch device for the model, e.g. cpu or cuda:0", read_only=True),
     ParamSpec("dtype", "float32", "model weight dtype", choices=DTYPES, read_only=True),
+    ParamSpec(
+        "backend",
+        "torch",
+        "trunk backend: torch, onnxruntime or tensorrt (the last two need `vla-ros export`)",
+        choices=BACKENDS,
+        read_only=True,
+    ),
     ParamSpec("control_rate_hz", 20.0, "raw command publish rate", min=1.0, max=200.0),
     ParamSpec(
         "scene_change_threshold",
@@ -169,7 +177,7 @@ def _trigger_config(values: Mapping[str, Any]) -> TriggerConfig:
     )
 
 
-def _load_policy(model_dir: str, device: str, dtype: str) -> Policy:
+def _load_policy(model_dir: str, device: str, dtype: str, backend: str = "torch") -> Policy:
     """Imported here so nodes driven by an injected policy never import torch."""
     if not model_dir.strip():
         raise ParameterError("model_dir is required (a vla_ros model directory)")
@@ -178,9 +186,13 @@ def _load_policy(model_dir: str, device: str, dtype: str) -> Policy:
 
         from vla_ros.policy.model import VLAPolicy
 
-        return VLAPolicy.from_pretrained(model_dir, device=device, dtype=getattr(torch, dtype))
+        return VLAPolicy.from_pretrained(
+            model_dir, device=device, dtype=getattr(torch, dtype), backend=backend
+        )
     except (ImportError, OSError, ValueError, RuntimeError) as exc:
-        raise ParameterError(f"cannot load model_dir {model_dir!r}: {exc}") from exc
+        raise ParameterError(
+            f"cannot load model_dir {model_dir!r} with backend {backend}: {exc}"
+        ) from exc
 
 
 def _stamp_s(header: Header) -> float:
@@ -233,7 +245,7 @@ class InferenceNode(Node):
         self._policy: Policy = (
             policy
             if policy is not None
-            else _load_policy(cfg["model_dir"], cfg["device"], cfg["dtype"])
+            else _load_policy(cfg["model_dir"], cfg["device"], cfg["dtype"], cfg["backend"])
         )
         self._spec = self._policy.spec
         if self._spec.action_space != action_spaces.canonical(cfg["action_space"], "action_space"):

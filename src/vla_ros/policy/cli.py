@@ -67,6 +67,32 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("--text-tokens", type=int, default=20, help="instruction length assumed")
     info.set_defaults(handler=_handle_info)
 
+    export = subparsers.add_parser(
+        "export", help="export the trunk as ONNX graphs (onnxruntime/tensorrt backends)"
+    )
+    export.add_argument("model_dir", type=Path)
+    export.add_argument("--format", choices=["onnx"], default="onnx")
+    export.add_argument("--out", type=Path, default=None, help="default MODEL_DIR/onnx")
+    export.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], default="fp32")
+    export.add_argument(
+        "--calibration", type=Path, default=None, help="rosbag2 with camera frames (int8 QDQ)"
+    )
+    export.add_argument(
+        "--text-buckets",
+        default="16,32,64",
+        help="comma-separated prefix lengths (instruction tokens + ACT), one graph each",
+    )
+    export.set_defaults(handler=_handle_export)
+
+    engines = subparsers.add_parser(
+        "build-engines",
+        help="build (or check) the TensorRT engines of an ONNX export on this GPU",
+    )
+    engines.add_argument("model_dir", type=Path)
+    engines.add_argument("--onnx-dir", type=Path, default=None, help="default MODEL_DIR/onnx")
+    engines.add_argument("--device", default="cuda:0")
+    engines.set_defaults(handler=_handle_engines)
+
 
 def _handle_make_tiny(args: argparse.Namespace) -> int:
     from vla_ros.policy.tiny import make_tiny_model
@@ -152,6 +178,39 @@ def _handle_info(args: argparse.Namespace) -> int:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+    return 0
+
+
+def _handle_export(args: argparse.Namespace) -> int:
+    from vla_ros.policy.onnx_export import export_onnx, manifest_summary
+
+    try:
+        buckets = [int(part) for part in args.text_buckets.split(",") if part.strip()]
+    except ValueError as exc:
+        raise ValueError(f"--text-buckets must be integers, got {args.text_buckets!r}") from exc
+    manifest = export_onnx(
+        args.model_dir,
+        args.out,
+        precision=args.precision,
+        calibration=args.calibration,
+        text_buckets=buckets,
+    )
+    out = args.out or args.model_dir / "onnx"
+    print(f"wrote {out} (parity verified against torch)")
+    rows = manifest_summary(manifest)
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
+def _handle_engines(args: argparse.Namespace) -> int:
+    from vla_ros.policy.model import VLAPolicy
+
+    policy = VLAPolicy.from_pretrained(
+        args.model_dir, device=args.device, backend="tensorrt", onnx_dir=args.onnx_dir
+    )
+    print(f"TensorRT engines ready in {policy.backbone.engine_dir}")
     return 0
 
 
