@@ -109,14 +109,23 @@ def build_stack(
 
 
 def run_bringup(options: StackOptions) -> int:
-    import rclpy
+    """Spin the stack until Ctrl-C / SIGTERM; then the safety node commands zero before the
+    context goes down (rclpy's own signal handler would shut it down first). The spin polls in
+    wall time, so Ctrl-C works under --use-sim-time with no /clock."""
     from rclpy.context import Context
     from rclpy.executors import ExternalShutdownException
 
-    from vla_ros.nodes.common import ParameterError, make_executor
+    from vla_ros.nodes.common import (
+        ParameterError,
+        StopSignals,
+        init_without_signal_handlers,
+        make_executor,
+        stop_nodes,
+    )
 
+    signals = StopSignals().install()
     context = Context()
-    rclpy.init(args=ros_args_for(options), context=context)
+    init_without_signal_handlers(ros_args_for(options), context)
     nodes: list[Node] = []
     try:
         nodes = build_stack(context, options)
@@ -126,17 +135,15 @@ def run_bringup(options: StackOptions) -> int:
         nodes[0].get_logger().info(
             f"vla_ros stack up: mode={options.mode} model_dir={options.model_dir}"
         )
-        executor.spin()
+        signals.spin(executor, context)
     except ParameterError as exc:
         print(f"[FATAL] invalid parameters: {exc}")
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        for node in nodes:
-            node.destroy_node()
-        if context.ok():
-            rclpy.shutdown(context=context)
+        stop_nodes(nodes[::-1], context)
+        signals.restore()
     return 0
 
 

@@ -160,6 +160,7 @@ def bench_dds(rate: float, inputs: int, bare: bool) -> dict[str, float]:
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
+    from std_msgs.msg import Bool
 
     from vla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS
 
@@ -184,6 +185,8 @@ def bench_dds(rate: float, inputs: int, bare: bool) -> dict[str, float]:
     node.create_subscription(TwistStamped, "servo_node/delta_twist_cmds", on_output, COMMAND_QOS)
     node.create_subscription(DiagnosticStatus, "vla_safety/status", on_status, LATCHED_QOS)
     publisher = node.create_publisher(TwistStamped, "vla/arm_cmd_raw", COMMAND_QOS)
+    active = node.create_publisher(Bool, "vla/active", LATCHED_QOS)  # enables the vla input
+    active.publish(Bool(data=True))
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     stop = threading.Event()

@@ -166,6 +166,7 @@ class SafetyValidator:
         self._fault_times: deque[float] = deque()
         self._last_steady: float | None = None
         self._steady_now: float | None = None
+        self._ros_moved: tuple[float, float] | None = None
         self._gripper_in: tuple[float, float] | None = None
         self._gripper_out: float | None = None
         self._estop_input = False
@@ -600,7 +601,7 @@ class SafetyValidator:
             )
         target = apply_deadband(target, cfg.deadband)
         window = 2.0 / cfg.output_rate_hz
-        brake_dt = max(dt, steady_dt)
+        brake_dt = max(dt, steady_dt) if self._ros_stalled(now_s, steady) else dt
         velocity = ramp(
             self._velocity,
             target,
@@ -636,6 +637,15 @@ class SafetyValidator:
         return self._finish(
             Output(motion, self._gripper_out, state, tuple(reasons), tuple(limits), publish)
         )
+
+    def _ros_stalled(self, now_s: float, steady: float) -> bool:
+        """ROS time has not moved for a command timeout of steady time (a frozen /clock): then
+        braking runs on steady time. A merely slow sim clock keeps braking on ROS time, so its
+        stamps still show the configured deceleration."""
+        if self._ros_moved is None or now_s != self._ros_moved[0]:
+            self._ros_moved = (now_s, steady)
+            return False
+        return steady - self._ros_moved[1] > self._config.command_timeout
 
     def _finish(self, output: Output) -> Output:
         self._last_output = output
