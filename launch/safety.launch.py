@@ -5,8 +5,9 @@
 
 Arguments: `mode` (mobile3 | arm7, or vla.launch.py's mobile | arm; empty = the file's value,
 else mobile3), `params_file` (YAML with a `vla_safety:` or `/**:` section; empty = the package's
-config/mobile.yaml or arm.yaml), `namespace`, `use_sim_time`, `input_topic` (remaps
-vla/cmd_raw or vla/arm_cmd_raw).
+config/mobile.yaml or arm.yaml), `namespace`, `use_sim_time`, `input_topic` (remaps the
+always-enabled `teleop` input, teleop/cmd_vel or teleop/delta_twist_cmds; the `vla` input drives
+only while /vla/active is true, i.e. while the inference node has an instruction).
 
 The file's `vla_safety` section is read here and handed over as a dict, so it applies whatever
 `namespace` is. launch and launch_ros are imported inside the functions that need them: the
@@ -24,14 +25,14 @@ NODE_NAME = "vla_safety"
 MODES = ("mobile3", "arm7")
 MODE_ALIASES = {"mobile": "mobile3", "arm": "arm7"}
 """vla.launch.py's spelling of the modes, accepted here too."""
-DEFAULT_INPUT = {"mobile3": "vla/cmd_raw", "arm7": "vla/arm_cmd_raw"}
+DEFAULT_INPUT = {"mobile3": "teleop/cmd_vel", "arm7": "teleop/delta_twist_cmds"}
 DEFAULT_PARAMS_FILE = {"mobile3": "mobile.yaml", "arm7": "arm.yaml"}
 ARGUMENTS = {
     "mode": ("", "mobile3 or arm7; empty takes the parameter file's mode (else mobile3)"),
     "params_file": ("", "parameter YAML; empty uses the package's config for the mode"),
     "namespace": ("", "namespace for the node and all its relative topics"),
     "use_sim_time": ("false", "use /clock"),
-    "input_topic": ("", "raw command topic to read instead of vla/cmd_raw or vla/arm_cmd_raw"),
+    "input_topic": ("", "command topic for the teleop input (teleop/cmd_vel or delta_twist_cmds)"),
 }
 
 

@@ -209,6 +209,22 @@ def test_item10_unknown_keys_are_refused_at_start_up(ros_context, tmp_path):
     params = tmp_path / "typo.yaml"
     params.write_text("vla_safety:\n  ros__parameters:\n    comand_timeout: 0.2\n")
     assert main(["safety_node", "--ros-args", "--params-file", str(params)]) == 2
+    section = tmp_path / "section.yaml"
+    section.write_text("vla_safty:\n  ros__parameters:\n    command_timeout: 0.2\n")
+    assert main(["safety_node", "--ros-args", "--params-file", str(section)]) == 2
+
+
+def test_item10_misspelled_sections_are_named(tmp_path):
+    from vla_ros.nodes.common import misspelled_sections
+
+    path = tmp_path / "robot.yaml"
+    path.write_text(
+        "vla_safty: {ros__parameters: {}}\n/robot1/vla_camera: {ros__parameters: {}}\n"
+        "/**: {ros__parameters: {}}\ncontroller_server: {ros__parameters: {}}\n"
+    )
+    (problem,) = misspelled_sections(["--ros-args", "--params-file", str(path)])
+    assert "'vla_safty'" in problem
+    assert "vla_safety" in problem
 
 
 def test_item11_stray_publisher_without_instruction_drives_nothing(rigs, spin_until):

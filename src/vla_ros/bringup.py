@@ -120,12 +120,18 @@ def run_bringup(options: StackOptions) -> int:
         StopSignals,
         init_without_signal_handlers,
         make_executor,
+        misspelled_sections,
         stop_nodes,
     )
 
+    args = ros_args_for(options)
+    misspelled = misspelled_sections(args)
+    if misspelled:
+        print(f"[FATAL] unknown parameter file section: {'; '.join(misspelled)}")
+        return 2
     signals = StopSignals().install()
     context = Context()
-    init_without_signal_handlers(ros_args_for(options), context)
+    init_without_signal_handlers(args, context)
     nodes: list[Node] = []
     try:
         nodes = build_stack(context, options)
