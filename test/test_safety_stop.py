@@ -37,3 +37,30 @@ def test_signalled_bringup_leaves_zero_on_cmd_vel(sig, tiny_model_dir):
     assert outcome.moving_before_signal, outcome.detail
     assert outcome.last_zero, outcome.detail
     assert outcome.exit_code == 0
+
+
+@pytest.mark.slow
+def test_bringup_with_sim_time_and_no_clock_still_stops_on_ctrl_c(tiny_model_dir):
+    """No /clock at all: ROS-time timers never fire, the wall-time spin still sees the signal."""
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    argv = [*bench_stop._command("bringup", "mobile", str(tiny_model_dir)), "--use-sim-time"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120.0
+        while not any("stack up" in line for line in lines) and time.monotonic() < deadline:
+            assert process.poll() is None, "".join(lines)
+            time.sleep(0.1)
+        assert any("stack up" in line for line in lines), "".join(lines)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
