@@ -59,6 +59,7 @@ from vla_ros.safety.validator import (
     SafetyValidator,
     Verdict,
     status_report,
+    steady_limit,
 )
 
 NODE_NAME = "vla_safety"
@@ -367,9 +368,9 @@ class SafetyNode(Node):
 
     @_serialized
     def _on_guard(self) -> None:
-        """Step only once the ROS-time output has been silent for a command timeout: short sim
+        """Step only once the ROS-time output has been silent for `steady_limit`: short sim
         stalls stay on ROS time (as stamps and bag checks expect), a frozen /clock does not."""
-        stall = max(self.core.config.command_timeout, 3.0 / self.core.config.output_rate_hz)
+        stall = steady_limit(self.core.config.command_timeout)
         if self._steady_now() - self._last_timer_steady > stall:
             self._tick()
 

@@ -63,6 +63,12 @@ FAULT_CODES = frozenset(
 because the source is disabled or locked, or because the e-stop is engaged, do not."""
 
 
+def steady_limit(timeout: float) -> float:
+    """How long in steady time a timeout may take: a sim clock lagging wall time by less (a
+    loaded machine, a slow replay) is ROS time's business, a longer lag is a frozen /clock."""
+    return max(2.0 * timeout, 1.0)
+
+
 class SafetyState(str, Enum):
     """What the validator is doing, in order of severity."""
 
@@ -545,7 +551,7 @@ class SafetyValidator:
             own = self._arbiter.inputs[name].timeout
             if own > 0:
                 timeout = min(timeout, own)
-            if now_s - command.time > timeout or steady_s - command.steady > timeout:
+            if now_s - command.time > timeout or steady_s - command.steady > steady_limit(timeout):
                 del self._commands[name]
         for sensor, timeout in (
             (self._scan, cfg.scan_timeout),
@@ -645,7 +651,7 @@ class SafetyValidator:
         if self._ros_moved is None or now_s != self._ros_moved[0]:
             self._ros_moved = (now_s, steady)
             return False
-        return steady - self._ros_moved[1] > self._config.command_timeout
+        return steady - self._ros_moved[1] > steady_limit(self._config.command_timeout)
 
     def _finish(self, output: Output) -> Output:
         self._last_output = output
