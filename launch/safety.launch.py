@@ -4,10 +4,11 @@
     ros2 launch vla_ros safety.launch.py mode:=arm7 params_file:=/path/arm.yaml namespace:=robot1
 
 Arguments: `mode` (an action space of `vla_ros.action_space`: mobile3 | arm7, aliases mobile |
-arm; empty = the file's value, else mobile3), `params_file` (YAML with a `vla_safety:` or `/**:`
-section; empty = the package's file for the mode, config/mobile.yaml or arm.yaml), `namespace`,
-`use_sim_time`, `input_topic` (remaps the mode's raw command topic, vla/cmd_raw or
-vla/arm_cmd_raw).
+arm; empty = the file's value, else mobile3), `params_file` (YAML with a `vla_safety:` or
+`/**:` section; empty = the package's config/mobile.yaml or arm.yaml), `namespace`,
+`use_sim_time`, `input_topic` (remaps the always-enabled `teleop` input, teleop/cmd_vel or
+teleop/delta_twist_cmds; the `vla` input drives only while /vla/active is true, i.e. while the
+inference node has an instruction).
 
 The file's `vla_safety` section is read here and handed over as a dict, so it applies whatever
 `namespace` is. launch and launch_ros are imported inside the functions that need them: the
@@ -33,7 +34,7 @@ ARGUMENTS = {
     "params_file": ("", "parameter YAML; empty uses the package's config for the mode"),
     "namespace": ("", "namespace for the node and all its relative topics"),
     "use_sim_time": ("false", "use /clock"),
-    "input_topic": ("", "raw command topic to read instead of vla/cmd_raw or vla/arm_cmd_raw"),
+    "input_topic": ("", "command topic for the teleop input (teleop/cmd_vel or delta_twist_cmds)"),
 }
 
 
@@ -72,7 +73,7 @@ def plan(
     space = action_spaces.get(mode or str(parameters.get("mode", action_spaces.DEFAULT_MODE)))
     parameters["mode"] = space.name
     parameters["use_sim_time"] = use_sim_time.strip().lower() in ("true", "1", "yes")
-    remappings = [(space.raw_topic, input_topic)] if input_topic else []
+    remappings = [(space.teleop_topic, input_topic)] if input_topic else []
     return {
         "package": "vla_ros",
         "executable": "safety_node",

@@ -71,9 +71,9 @@ def test_plan_defaults_remap_and_sim_time():
     arm = module.plan("arm7", "", "robot1", "True", "/teleop/twist", share_dir=None)
     assert arm["namespace"] == "robot1"
     assert arm["parameters"][0]["use_sim_time"] is True
-    assert arm["remappings"] == [("vla/arm_cmd_raw", "/teleop/twist")]
+    assert arm["remappings"] == [("teleop/delta_twist_cmds", "/teleop/twist")]
     mobile = module.plan("mobile3", "", "", "false", "/joy_vel", share_dir=None)
-    assert mobile["remappings"] == [("vla/cmd_raw", "/joy_vel")]
+    assert mobile["remappings"] == [("teleop/cmd_vel", "/joy_vel")]
     with pytest.raises(ValueError, match="mode"):
         module.plan("tank", "", "", "false", "", share_dir=None)
 
@@ -115,5 +115,5 @@ def test_shipped_safety_sections_are_valid_with_and_without_sensors(mode, extra)
     config = SafetyConfig.from_params(section)
     config.validate()
     assert config.mode == mode
-    known = set(param_names(config.mode)) | {"input_stamped"}
+    known = set(param_names(config.mode)) | {"input_stamped", "allow_runtime_loosening"}
     assert set(section) <= known

@@ -51,6 +51,9 @@ class Rig:
                 Float64, "gripper/command", lambda m: self.grippers.append(m.data), COMMAND_QOS
             )
         self.estop = self.peer.create_publisher(Bool, "vla/estop", LATCHED_QOS)
+        # Plays the inference node with an active instruction: the vla input is enabled.
+        self.active = self.peer.create_publisher(Bool, "vla/active", LATCHED_QOS)
+        self.active.publish(Bool(data=True))
         self.peer.create_subscription(
             DiagnosticStatus, "vla_safety/status", self._on_status, LATCHED_QOS
         )
@@ -294,8 +297,11 @@ def test_serves_inputs_estop_and_outputs_under_run_nodes_multithreaded_executor(
     )
     publisher = peer.create_publisher(TwistStamped, "vla/arm_cmd_raw", COMMAND_QOS)
     estop = peer.create_publisher(Bool, "vla/estop", LATCHED_QOS)
+    active = peer.create_publisher(Bool, "vla/active", LATCHED_QOS)
+    active.publish(Bool(data=True))
     try:
         assert spin_until(executor, lambda: publisher.get_subscription_count() >= 1)
+        assert spin_until(executor, lambda: "vla" in status.get("enabled_sources", ""))
         for k in range(1, 11):
             msg = TwistStamped()
             msg.header.stamp = peer.get_clock().now().to_msg()
@@ -328,6 +334,8 @@ def test_a_stopping_validator_commands_zero_instead_of_going_silent(ros_context,
     executor.add_node(peer)
     outputs: list[Twist] = []
     cmd = peer.create_publisher(Twist, "vla/cmd_raw", COMMAND_QOS)
+    active = peer.create_publisher(Bool, "vla/active", LATCHED_QOS)
+    active.publish(Bool(data=True))
     peer.create_subscription(Twist, "cmd_vel", outputs.append, COMMAND_QOS)
     sender = peer.create_timer(0.02, lambda: cmd.publish(twist(0.2)))
     try:

@@ -7,6 +7,7 @@ import math
 import os
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -49,6 +50,7 @@ def configs(draw, mode):
         future_tolerance=draw(st.floats(0.0, 0.2)),
         accept_zero_stamp=draw(st.booleans()),
         hold_zero_s=draw(st.sampled_from([-1.0, 0.0, 0.3])),
+        fault_max_rejections=draw(st.sampled_from([0, 0, 3, 10])),
     )
     config.validate()
     return config
@@ -191,6 +193,10 @@ def test_timeout_brakes_to_zero_within_the_decel_time_and_nothing_postpones_it(d
         if verdict.accepted:
             return  # a genuinely valid command (finite, sane stamp) may of course feed it
         out = validator.step(t)
+        if validator.fault:  # garbage latched the fault: a stop at once is stricter still
+            assert out.motion == (0.0, 0.0, 0.0)
+            assert out.state is SafetyState.ESTOP
+            return
         assert validator.last_valid_time == last_valid
         if t - last_valid > config.command_timeout:
             assert out.state is SafetyState.TIMEOUT
@@ -238,16 +244,25 @@ square = (0.3, 0.25, 0.3, -0.25, -0.3, -0.25, -0.3, 0.25)
     st.tuples(st.floats(-0.5, 0.5), st.floats(-0.5, 0.5), st.floats(-1.0, 1.0)),
 )
 def test_stop_zone_never_lets_an_obstacle_get_deeper(points, motion):
+    """Per point (issue 9 item 5): an allowed motion takes no point deeper than an obstacle
+    already was within the distance the motion moves points; so the deepest intrusion cannot
+    grow either. A refused motion does take some point deeper than it was."""
     zones = ObstacleZones(square, (), 1.0, (), 0.0, lookahead_s=0.1)
     cloud = np.array(points, dtype=float)
     result = zones.evaluate(cloud, motion)
     zone = np.array(square).reshape(-1, 2)
-    before = depth(zone, cloud).max()
-    after = depth(zone, project(cloud, *motion, 0.1)).max()
+    before = depth(zone, cloud)
+    moved_cloud = project(cloud, *motion, 0.1)
+    after = depth(zone, moved_cloud)
     if result.blocked:
-        assert after > before
+        assert np.any(after > before + 1e-6)
     else:
-        assert after <= before + 1e-6
+        assert after.max() <= before.max() + 1e-6
+        reach = 0.4 + math.hypot(motion[0], motion[1]) * 0.1
+        moved = math.hypot(motion[0], motion[1]) * 0.1 + abs(motion[2]) * 0.1 * reach
+        for point, deep in zip(moved_cloud, after, strict=True):
+            gaps = np.sqrt(((cloud - point) ** 2).sum(axis=1))
+            assert deep <= max(before[gaps <= moved + 1e-6], default=0.0) + 1e-6
     # Backing straight away from an obstacle the robot touches is never refused (no wedging).
     x, y = points[0]
     distance = math.hypot(x, y)
@@ -295,3 +310,105 @@ def _grazes(poly, points, motion, t):
     return not any(
         inside(poly, project(points, *motion, t + dt)).any() for dt in (0.001, 0.002, 0.003)
     )
+
+
+@FUZZ
+@given(
+    st.floats(0.05, 0.25),
+    st.floats(0.2, 0.8),
+    st.integers(3, 20),
+    st.tuples(st.floats(-0.4, 0.4), st.floats(-0.4, 0.4), st.floats(0.2, 0.8)),
+    st.floats(-math.pi, math.pi),
+)
+def test_box_holds_in_closed_loop_with_rotating_sign_flipping_commands(
+    speed, spin, flip_every, start, heading
+):
+    """Issue 9 item 2: scaling on, the linear command rotates and the rotation flips sign."""
+    config = SafetyConfig.for_mode(
+        "arm7",
+        scale_velocities=True,
+        workspace_min=(-0.5, -0.5, 0.0),
+        workspace_max=(0.5, 0.5, 1.0),
+    )
+    validator = SafetyValidator(config)
+    position = np.array(start)
+    t, period = 10.0, 0.02
+    slack = 0.5 * max(config.max_accel) * period * period + 1e-9
+    for k in range(300):
+        t += period
+        angle = heading + 0.05 * k
+        wz = spin if (k // flip_every) % 2 == 0 else -spin
+        command = (speed * math.cos(angle), speed * math.sin(angle), 0.1, 0.0, 0.0, wz)
+        validator.update_pose(tuple(position), t, "base_link", t)
+        validator.submit_command(command, t, "base_link", t)
+        position = position + period * np.array(validator.step(t).motion[:3])
+        assert np.all(position >= np.array(config.workspace_min) - slack)
+        assert np.all(position <= np.array(config.workspace_max) + slack)
+
+
+@FUZZ
+@given(
+    st.floats(0.1, 0.5),
+    st.floats(0.3, 1.0),
+    st.integers(3, 20),
+    st.tuples(st.floats(-0.5, 0.5), st.floats(-0.5, 0.5), st.floats(-math.pi, math.pi)),
+)
+def test_geofence_holds_in_closed_loop_with_sign_flipping_rotation(speed, spin, flip_every, start):
+    config = SafetyConfig.for_mode(
+        "mobile3",
+        scale_velocities=True,
+        max_velocity=(0.5, 0.0, 1.0),
+        min_velocity=(-0.3, 0.0, -1.0),
+        max_accel=(0.5, 0.5, 1.5),
+        max_decel=(1.0, 1.0, 2.5),
+        geofence=(1.0, 1.0, -1.0, 1.0, -1.0, -1.0, 1.0, -1.0),
+    )
+    validator = SafetyValidator(config)
+    x, y, yaw = start
+    t, period = 10.0, 0.02
+    for k in range(400):
+        t += period
+        validator.update_odom(x, y, yaw, t, t)
+        wz = spin if (k // flip_every) % 2 == 0 else -spin
+        validator.submit_command((speed, 0.0, wz), None, None, t)
+        vx, _, wz_out = validator.step(t).motion
+        x, y = x + period * vx * math.cos(yaw), y + period * vx * math.sin(yaw)
+        yaw += period * wz_out
+        assert max(abs(x), abs(y)) <= 1.0 + 0.01
+
+
+@FUZZ
+@given(
+    st.floats(-math.pi, math.pi),
+    st.floats(1e-3, 1e3),
+)
+def test_yaw_is_the_same_for_every_quaternion_norm(yaw, norm):
+    from vla_ros.safety.zones import quaternion_yaw
+
+    q = np.array([0.0, 0.0, math.sin(yaw / 2), math.cos(yaw / 2)])
+    assert math.remainder(quaternion_yaw(*(norm * q)) - yaw, 2 * math.pi) == pytest.approx(
+        0.0, abs=1e-9
+    )
+
+
+@FUZZ
+@given(
+    st.lists(st.one_of(st.floats(0.0, 12.0), weird), max_size=40),
+    st.one_of(st.floats(-4.0, 4.0), weird),
+    st.one_of(st.floats(-0.1, 0.1), weird),
+    st.one_of(st.floats(-1.0, 1.0), weird),
+    st.one_of(st.floats(-1.0, 12.0), weird),
+)
+def test_any_scan_is_either_read_or_refused_as_missing_and_then_stops(
+    ranges, angle_min, increment, range_min, range_max
+):
+    zone = (0.3, 0.25, 0.3, -0.25, -0.3, -0.25, -0.3, 0.25)
+    validator = SafetyValidator(SafetyConfig.for_mode("mobile3", stop_zone=zone))
+    verdict = validator.update_scan(ranges, angle_min, increment, range_min, range_max, 1.0, 1.0)
+    validator.submit_command((0.2, 0.0, 0.0), None, None, 1.0)
+    out = validator.step(1.0)
+    assert all(math.isfinite(v) for v in out.motion)
+    if not verdict.accepted:
+        assert verdict.code == "scan_bad"
+        assert out.reasons == ("scan_bad",)
+        assert out.state is SafetyState.STOPPED

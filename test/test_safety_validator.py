@@ -238,7 +238,7 @@ def test_out_of_order_commands_are_rejected():
     ],
 )
 def test_continuous_bad_stream_is_rejected_counted_and_cannot_feed_the_watchdog(bad):
-    validator = mobile()
+    validator = mobile(fault_max_rejections=0)  # the watchdog alone; the latch is tested below
     clock = Clock(validator)
     clock.run(0.5, command=(0.4, 0.0, 0.0))
 
@@ -254,6 +254,12 @@ def test_continuous_bad_stream_is_rejected_counted_and_cannot_feed_the_watchdog(
     assert status.last_rejection
     assert all(all(math.isfinite(v) for v in out.motion) for _, out in clock.outputs)
     assert clock.violations() == []
+    latched = mobile()
+    Clock(latched).run(0.5, command=(0.4, 0.0, 0.0))
+    for _ in range(latched.config.fault_max_rejections + 1):
+        latched.submit_command(bad, None, None, 200.0)
+    out = latched.step(200.0)
+    assert (out.state, out.reasons, out.motion) == (SafetyState.ESTOP, ("fault",), (0.0,) * 3)
 
 
 def test_estop_latch_and_reset_protocol():

@@ -103,6 +103,11 @@ class ActionSpaceSpec:
         return (TWIST_STAMPED_TYPE,) if self.stamped else (TWIST_TYPE, TWIST_STAMPED_TYPE)
 
     @property
+    def teleop_topic(self) -> str:
+        """The safety node's always-enabled teleop input, named after the output it stands for."""
+        return "teleop/" + self.output_topic.rsplit("/", 1)[-1]
+
+    @property
     def output_topics(self) -> tuple[str, ...]:
         """Every topic the safety node commands the robot on."""
         return (self.output_topic, GRIPPER_TOPIC) if self.gripper else (self.output_topic,)

@@ -117,14 +117,29 @@ def build_stack(
 
 
 def run_bringup(options: StackOptions) -> int:
-    import rclpy
+    """Spin the stack until Ctrl-C / SIGTERM; then the safety node commands zero before the
+    context goes down (rclpy's own signal handler would shut it down first). The spin polls in
+    wall time, so Ctrl-C works under --use-sim-time with no /clock."""
     from rclpy.context import Context
     from rclpy.executors import ExternalShutdownException
 
-    from vla_ros.nodes.common import ParameterError, make_executor
+    from vla_ros.nodes.common import (
+        ParameterError,
+        StopSignals,
+        init_without_signal_handlers,
+        make_executor,
+        misspelled_sections,
+        stop_nodes,
+    )
 
+    args = ros_args_for(options)
+    misspelled = misspelled_sections(args)
+    if misspelled:
+        print(f"[FATAL] unknown parameter file section: {'; '.join(misspelled)}")
+        return 2
+    signals = StopSignals().install()
     context = Context()
-    rclpy.init(args=ros_args_for(options), context=context)
+    init_without_signal_handlers(args, context)
     nodes: list[Node] = []
     try:
         nodes = build_stack(context, options)
@@ -135,17 +150,15 @@ def run_bringup(options: StackOptions) -> int:
             f"vla_ros stack up: mode={action_spaces.canonical(options.mode)} "
             f"model_dir={options.model_dir}"
         )
-        executor.spin()
+        signals.spin(executor, context)
     except ParameterError as exc:
         print(f"[FATAL] invalid parameters: {exc}")
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        for node in nodes:
-            node.destroy_node()
-        if context.ok():
-            rclpy.shutdown(context=context)
+        stop_nodes(nodes[::-1], context)
+        signals.restore()
     return 0
 
 

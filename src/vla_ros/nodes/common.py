@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -231,23 +233,123 @@ def make_executor(context: Context | None = None) -> SingleThreadedExecutor:
     return SingleThreadedExecutor(context=context)
 
 
+class StopSignals:
+    """SIGINT/SIGTERM handling that lets a node command zero *before* the context goes down.
+
+    rclpy's own handler shuts the context down on the signal, so a node's last publish (the zero
+    command) fails with "publisher's context is invalid" and the robot keeps its last velocity.
+    Initialise rclpy with `SignalHandlerOptions.NO` (see `init_without_signal_handlers`) and
+    install this instead: the signal only sets a flag; `spin` returns and the caller stops the
+    outputs, then destroys the nodes and shuts the context down. The executor waits at most
+    `poll_s` (wall time), so a stop works even while no /clock arrives under use_sim_time.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, poll_s: float = 0.05) -> None:
+        self.poll_s = poll_s
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for number in self.SIGNALS:
+                self._previous[number] = signal.signal(number, self._on_signal)
+        return self
+
+    def restore(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+    def _on_signal(self, number: int, _frame: Any) -> None:
+        self.received = number
+
+    def spin(self, executor: SingleThreadedExecutor, context: Context | None = None) -> None:
+        """Spin until a signal arrives or the context is shut down from elsewhere."""
+        while self.received is None and (context.ok() if context is not None else rclpy.ok()):
+            executor.spin_once(timeout_sec=self.poll_s)
+
+
+def init_without_signal_handlers(args: Sequence[str] | None, context: Context | None) -> None:
+    """`rclpy.init` without rclpy's signal handlers (StopSignals takes over)."""
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(args=args, context=context, signal_handler_options=SignalHandlerOptions.NO)
+
+
+def stop_nodes(nodes: Sequence[Node], context: Context | None = None) -> None:
+    """Zero every output first (nodes with `stop_output`), then destroy nodes and context."""
+    for node in nodes:
+        stop = getattr(node, "stop_output", None)
+        if stop is not None:
+            try:
+                stop()
+            except Exception as exc:  # keep stopping the others, and say why
+                print(
+                    f"[ERROR] {node.get_name()}: stopping the output failed: {exc}", file=sys.stderr
+                )
+    for node in nodes:
+        node.destroy_node()
+    if context is not None:
+        if context.ok():
+            rclpy.shutdown(context=context)
+    elif rclpy.ok():
+        rclpy.shutdown()
+
+
+NODE_NAMES = ("vla_camera", "vla_inference", "vla_safety")
+
+
+def misspelled_sections(args: Sequence[str], known: Sequence[str] = NODE_NAMES) -> list[str]:
+    """Sections of every `--params-file` in `args` whose node name is close to one of ours but
+    not equal (`vla_safty`): such a node would silently run on defaults. Other nodes' sections
+    (a shared file) and wildcards pass."""
+    import difflib
+
+    import yaml
+
+    problems = []
+    files = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--params-file"]
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as stream:
+                document = yaml.safe_load(stream) or {}
+        except (OSError, yaml.YAMLError):
+            continue  # rcl reports unreadable files itself
+        if not isinstance(document, dict):
+            continue
+        for section in document:
+            name = str(section).rsplit("/", 1)[-1]
+            if name in known or "*" in name:
+                continue
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+            if close:
+                problems.append(f"{path}: section {section!r} (did you mean {close[0]!r}?)")
+    return problems
+
+
 def run_node(node_factory: Callable[[], Node], args: Sequence[str] | None = None) -> int:
-    """Console-script body: init, spin, clean shutdown on Ctrl-C."""
-    rclpy.init(args=list(args) if args is not None else sys.argv)
-    node: Node | None = None
+    """Console-script body: init, spin, and on Ctrl-C / SIGTERM zero the outputs, then shut down."""
+    argv = list(args) if args is not None else sys.argv
+    misspelled = misspelled_sections(argv)
+    if misspelled:
+        print(f"[FATAL] unknown parameter file section: {'; '.join(misspelled)}", file=sys.stderr)
+        return 2
+    signals = StopSignals().install()
+    init_without_signal_handlers(argv, None)
+    nodes: list[Node] = []
     try:
-        node = node_factory()
+        nodes.append(node_factory())
         executor = make_executor()
-        executor.add_node(node)
-        executor.spin()
+        executor.add_node(nodes[0])
+        signals.spin(executor)
     except ParameterError as exc:
         print(f"[FATAL] invalid parameters: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        stop_nodes(nodes)
+        signals.restore()
     return 0

@@ -34,6 +34,7 @@ from geometry_msgs.msg import Twist, TwistStamped, Vector3Stamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import (
+    Bool,
     Float32,
     Float32MultiArray,
     Float64,
@@ -281,6 +282,9 @@ class InferenceNode(Node):
         )
         self._confidence_pub = self.create_publisher(Float32, cfg["confidence_topic"], COMMAND_QOS)
         self._event_pub = self.create_publisher(String, cfg["event_topic"], COMMAND_QOS)
+        # The safety node drives from this node's commands only while this is true (issue 9).
+        self._active_pub = self.create_publisher(Bool, "vla/active", LATCHED_QOS)
+        self._active_pub.publish(Bool(data=False))
         self._diag_pub = self.create_publisher(
             DiagnosticArray, cfg["diagnostics_topic"], COMMAND_QOS
         )
@@ -386,6 +390,7 @@ class InferenceNode(Node):
             if instruction is None:
                 self._generation += 1
                 self._plan.reset()
+            self._active_pub.publish(Bool(data=instruction is not None))
             self._signal()
         self.get_logger().info(
             f"instruction: {instruction!r}" if instruction else "instruction cleared: holding zero"

@@ -1,17 +1,20 @@
 """`vla_safety`: the only publisher of robot commands. Wiring only; the logic is vla_ros.safety.
 
 Input callbacks hand each message to the core in O(1) (commands and sensors are stored, scans are
-parsed lazily in the output tick) through depth-limited QoS, so a flood of inputs is dropped by
-DDS instead of queueing. A timer at `output_rate_hz` publishes whatever the core decides. Inputs
-and the output timer sit in separate callback groups, so under a multi-threaded executor a fast
-timer cannot starve the inputs (one shared mutually exclusive group did, at 1 kHz); a re-entrant
-lock keeps the core single-threaded either way.
+parsed lazily in the output step) through depth-limited QoS, so a flood of inputs is dropped by
+DDS instead of queueing. An accepted command is validated and published as soon as it arrives
+(token bucket at `output_rate_hz`); the output timer at the same rate fills every gap (watchdog,
+ramps, the zero stream), and a guard timer on the *steady* clock takes over whenever that ROS-time
+timer stalls, so neither a frozen /clock nor silence can stop the output.
+Command inputs are named sources arbitrated twist_mux style (`input_names`, `inputs.<name>.*`,
+`lock_names`, `locks.<name>.*`); the policy's `vla` source is enabled by /vla/active.
+Inputs and the output timer sit in separate callback groups, so under a multi-threaded executor a
+fast timer cannot starve the inputs; a re-entrant lock keeps the core single-threaded either way.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +24,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import LaserScan
@@ -34,19 +38,30 @@ from vla_ros.nodes.common import (
     LATCHED_QOS,
     SENSOR_QOS,
     NodeParameters,
+    ParameterError,
     ParamSpec,
     diagnostic_array,
     run_node,
 )
+from vla_ros.safety.arbiter import InputSpec, LockSpec, RateLimiter
 from vla_ros.safety.config import (
     GRIPPER_ON_ESTOP,
     MODES,
     PARAM_DOCS,
     SafetyConfig,
+    loosened,
     param_names,
     twist_vector,
+    unknown_keys,
 )
-from vla_ros.safety.validator import Output, SafetyValidator, Verdict, status_report
+from vla_ros.safety.validator import (
+    Output,
+    SafetyState,
+    SafetyValidator,
+    Verdict,
+    status_report,
+    steady_limit,
+)
 
 NODE_NAME = "vla_safety"
 _LEVELS = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR)
@@ -85,12 +100,65 @@ def parameter_specs(mode: str) -> list[ParamSpec]:
     return specs
 
 
+def arbitration_specs(mode: str, names: Sequence[str], locks: Sequence[str]) -> list[ParamSpec]:
+    """`inputs.<name>.*` and `locks.<name>.*`, read-only: topics are wired at start-up.
+
+    Defaults: `vla` (the policy, priority 10, enabled by vla/active) and `teleop` (priority 100,
+    always enabled, so a joystick publishing on it takes over and hands back when it goes
+    quiet); lock `pause` (priority 50) stops the policy but not teleop."""
+    space = action_spaces.get(mode)
+    defaults = {
+        "vla": (space.raw_topic, 10, 0.0, "vla/active"),
+        "teleop": (space.teleop_topic, 100, 0.5, ""),
+    }
+    specs = []
+    for name in names:
+        topic, priority, timeout, enable = defaults.get(name, (f"{name}/cmd_vel", 0, 0.0, ""))
+        specs += [
+            ParamSpec(
+                f"inputs.{name}.topic", topic, f"Command topic of input {name}", read_only=True
+            ),
+            ParamSpec(
+                f"inputs.{name}.priority",
+                priority,
+                "Higher wins while its command is fresh",
+                read_only=True,
+            ),
+            ParamSpec(
+                f"inputs.{name}.timeout",
+                timeout,
+                "Its command counts this long (s); 0 = command_timeout only",
+                min=0.0,
+                max=3600.0,
+                read_only=True,
+            ),
+            ParamSpec(
+                f"inputs.{name}.enable_topic",
+                enable,
+                "Bool topic that must be true for this input to count; '' = always enabled",
+                read_only=True,
+            ),
+        ]
+    for name in locks:
+        specs += [
+            ParamSpec(
+                f"locks.{name}.topic",
+                "vla/pause" if name == "pause" else f"{name}/lock",
+                f"Bool topic of lock {name}: true blocks inputs of priority <= its own",
+                read_only=True,
+            ),
+            ParamSpec(
+                f"locks.{name}.priority",
+                50 if name == "pause" else 0,
+                "Lock priority",
+                read_only=True,
+            ),
+        ]
+    return specs
+
+
 def _stamp(stamp: Any) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
-
-
-def _yaw(q: Any) -> float:
-    return math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
 
 
 def _serialized(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -119,48 +187,56 @@ class SafetyNode(Node):
 
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
+        self._timer: Any = None
+        self._guard: Any = None
+        self._last_timer_steady = 0.0
         self._lock = threading.RLock()
-        inputs = MutuallyExclusiveCallbackGroup()
+        self._inputs = MutuallyExclusiveCallbackGroup()
         self._output_group = MutuallyExclusiveCallbackGroup()
-        mode_param = NodeParameters(
+        self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
+        static = NodeParameters(
             self,
-            [ParamSpec("mode", "mobile3", PARAM_DOCS["mode"][0], choices=MODES, read_only=True)],
+            [
+                ParamSpec("mode", "mobile3", PARAM_DOCS["mode"][0], choices=MODES, read_only=True),
+                ParamSpec(
+                    "allow_runtime_loosening",
+                    False,
+                    "Accept run-time parameter changes that loosen a limit (default: refuse)",
+                    read_only=True,
+                ),
+                ParamSpec(
+                    "input_names",
+                    ["vla", "teleop"],
+                    "Command inputs (inputs.<name>.*)",
+                    read_only=True,
+                ),
+                ParamSpec("lock_names", ["pause"], "Lock inputs (locks.<name>.*)", read_only=True),
+            ],
         )
-        self.mode: str = action_spaces.canonical(mode_param["mode"])
+        self.mode: str = action_spaces.canonical(static["mode"])
         space = action_spaces.get(self.mode)
+        self._allow_loosening: bool = static["allow_runtime_loosening"]
+        wiring = NodeParameters(
+            self, arbitration_specs(self.mode, static["input_names"], static["lock_names"])
+        )
         self._params = NodeParameters(self, parameter_specs(self.mode), validate=self._refusal)
-        self.core = SafetyValidator(self._config(self._params.values))
+        self._check_unknown_overrides([*static.values, *wiring.values, *self._params.values])
+        inputs, locks = self._arbitration(static["input_names"], static["lock_names"], wiring)
+        self.core = SafetyValidator(self._config(self._params.values), inputs, locks)
         self._params.add_listener(self._on_params)
         self._last_state: tuple[Any, ...] | None = None
         self._tick_ms = LatencyStats()
-        self._rejecting: str | None = None
+        self._rejecting: dict[str, str] = {}
+        self._limiter = RateLimiter(self.core.config.output_rate_hz)
 
+        if space.platform == "base":
+            self._sensor(Odometry, "odom", self._on_odom)
+            self._sensor(LaserScan, "scan", self._on_scan)
+        else:
+            self._sensor(PoseStamped, "vla/ee_pose", self._on_pose)
         self._cmd_pub = self.create_publisher(
             TwistStamped if space.stamped else Twist, space.output_topic, COMMAND_QOS
         )
-        if space.stamped or self._params["input_stamped"]:
-            self.create_subscription(
-                TwistStamped,
-                space.raw_topic,
-                self._on_twist_stamped,
-                COMMAND_QOS,
-                callback_group=inputs,
-            )
-        else:
-            self.create_subscription(
-                Twist, space.raw_topic, self._on_twist, COMMAND_QOS, callback_group=inputs
-            )
-        if space.platform == "base":
-            self.create_subscription(
-                Odometry, "odom", self._on_odom, SENSOR_QOS, callback_group=inputs
-            )
-            self.create_subscription(
-                LaserScan, "scan", self._on_scan, SENSOR_QOS, callback_group=inputs
-            )
-        else:
-            self.create_subscription(
-                PoseStamped, "vla/ee_pose", self._on_pose, SENSOR_QOS, callback_group=inputs
-            )
         self._gripper_pub = None
         if space.gripper:
             self._gripper_pub = self.create_publisher(
@@ -171,65 +247,229 @@ class SafetyNode(Node):
                 action_spaces.GRIPPER_RAW_TOPIC,
                 self._on_gripper,
                 COMMAND_QOS,
-                callback_group=inputs,
+                callback_group=self._inputs,
             )
-        # Latched to get the state on a late start; also volatile, because a subscription that
-        # asks for transient-local never matches a plain (volatile) e-stop publisher.
-        for qos in (LATCHED_QOS, COMMAND_QOS):
-            self.create_subscription(Bool, "vla/estop", self._on_estop, qos, callback_group=inputs)
+        stamped = space.stamped or self._params["input_stamped"]
+        for name in static["input_names"]:
+            callback = functools.partial(
+                self._on_command_stamped if stamped else self._on_command, name
+            )
+            self.create_subscription(
+                TwistStamped if stamped else Twist,
+                wiring[f"inputs.{name}.topic"],
+                callback,
+                COMMAND_QOS,
+                callback_group=self._inputs,
+            )
+            if wiring[f"inputs.{name}.enable_topic"]:
+                self._bools(
+                    wiring[f"inputs.{name}.enable_topic"],
+                    functools.partial(self._on_enable, name),
+                )
+        for name in static["lock_names"]:
+            self._bools(wiring[f"locks.{name}.topic"], functools.partial(self._on_lock, name))
+        self._bools("vla/estop", self._on_estop)
         self.create_subscription(
-            Float32, "vla/confidence", self._on_confidence, COMMAND_QOS, callback_group=inputs
+            Float32,
+            "vla/confidence",
+            self._on_confidence,
+            COMMAND_QOS,
+            callback_group=self._inputs,
         )
         self._status_pub = self.create_publisher(DiagnosticStatus, "~/status", LATCHED_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
         self.create_service(Trigger, "~/estop", self._srv_estop)
-        self.create_service(Trigger, "~/reset", self._srv_reset)
-        self._timer = self._output_timer()
+        self._reset_srv = self.create_service(Trigger, "~/reset", self._srv_reset)
         self.create_timer(1.0, self._publish_status)
+        self.start_output()
         self.get_logger().info(
-            f"safety validator up: mode={self.mode}, {self.core.config.output_rate_hz:g} Hz"
+            f"safety validator up: mode={self.mode}, {self.core.config.output_rate_hz:g} Hz, "
+            f"inputs {', '.join(static['input_names'])}"
         )
+
+    def _sensor(self, msg_type: Any, topic: str, callback: Callable[..., Any]) -> None:
+        self.create_subscription(msg_type, topic, callback, SENSOR_QOS, callback_group=self._inputs)
+
+    def _bools(self, topic: str, callback: Callable[..., Any]) -> None:
+        """Latched to get the state on a late start; also volatile, because a subscription that
+        asks for transient-local never matches a plain (volatile) publisher."""
+        for qos in (LATCHED_QOS, COMMAND_QOS):
+            self.create_subscription(Bool, topic, callback, qos, callback_group=self._inputs)
+
+    def _arbitration(
+        self, names: Sequence[str], lock_names: Sequence[str], wiring: NodeParameters
+    ) -> tuple[list[InputSpec], list[LockSpec]]:
+        inputs = [
+            InputSpec(
+                name,
+                int(wiring[f"inputs.{name}.priority"]),
+                float(wiring[f"inputs.{name}.timeout"]),
+                gated=bool(wiring[f"inputs.{name}.enable_topic"]),
+            )
+            for name in names
+        ]
+        locks = [LockSpec(name, int(wiring[f"locks.{name}.priority"])) for name in lock_names]
+        return inputs, locks
+
+    def _check_unknown_overrides(self, declared: Sequence[str]) -> None:
+        """A misspelled key in this node's parameter file section would silently fall back to
+        its default: refuse to start, naming it."""
+        overrides = getattr(self, "_parameter_overrides", {}) or {}
+        unknown = unknown_keys(dict.fromkeys(overrides), extra=declared)
+        if unknown:
+            raise ParameterError(
+                f"unknown parameter(s) for {NODE_NAME}: {', '.join(unknown)} "
+                "(misspelled? see `ros2 param list` or config/*.yaml)"
+            )
+
+    # -------------------------------------------------------------------------------- output
+
+    def start_output(self) -> None:
+        """Start the output timer (ROS time, like every decision) and its guard on the steady
+        clock, which steps the output whenever the ROS-time timer has stalled (a frozen /clock
+        under use_sim_time), so the watchdog and the zero stream never stop."""
+        if self._timer is None:
+            self._timer = self._output_timer()
+            period = 1.0 / self.core.config.output_rate_hz
+            self._guard = self.create_timer(
+                period, self._on_guard, callback_group=self._output_group, clock=self._steady_clock
+            )
+            self._last_timer_steady = self._steady_now()
+
+    def stop_output(self) -> None:
+        """Zero every motion output once and wait (bounded) until subscribers have it, then stop
+        the output timer. Called before shutdown; the gripper keeps its last command (0 would
+        mean 'close')."""
+        with self._lock:
+            if self._timer is not None:
+                self.destroy_timer(self._timer)
+                self.destroy_timer(self._guard)
+                self._timer = None
+            zero = Output(
+                motion=(0.0,) * self.core.config.dof,
+                gripper=None,
+                state=self.core.status().state,
+                reasons=("shutdown",),
+                limits=(),
+                publish=True,
+            )
+            self._publish(zero, self.get_clock().now().to_msg())
+        from rclpy.duration import Duration
+
+        self._cmd_pub.wait_for_all_acked(Duration(seconds=0.5))
 
     # ---------------------------------------------------------------------------- parameters
 
     def _output_timer(self) -> Any:
         period = 1.0 / self.core.config.output_rate_hz
-        return self.create_timer(period, self._tick, callback_group=self._output_group)
+        return self.create_timer(period, self._on_timer, callback_group=self._output_group)
+
+    @_serialized
+    def _on_timer(self) -> None:
+        self._last_timer_steady = self._steady_now()
+        self._tick()
+
+    @_serialized
+    def _on_guard(self) -> None:
+        """Step only once the ROS-time output has been silent for `steady_limit`: short sim
+        stalls stay on ROS time (as stamps and bag checks expect), a frozen /clock does not."""
+        stall = steady_limit(self.core.config.command_timeout)
+        if self._steady_now() - self._last_timer_steady > stall:
+            self._tick()
 
     def _config(self, values: Mapping[str, Any]) -> SafetyConfig:
         return SafetyConfig.from_params({**values, "mode": self.mode})
 
     def _refusal(self, values: Mapping[str, Any]) -> str | None:
         try:
-            self._config(values).validate()
+            config = self._config(values)
+            config.validate()
         except ValueError as exc:
             return str(exc)
+        core = getattr(self, "core", None)
+        if core is not None and not self._allow_loosening:
+            looser = loosened(core.config, config)
+            if looser:
+                return (
+                    f"refused: {', '.join(looser)} would loosen a limit at run time "
+                    "(tightening is allowed; start with allow_runtime_loosening:=true to permit)"
+                )
         return None
 
     @_serialized
     def _on_params(self, values: Mapping[str, Any]) -> None:
-        old_rate = self.core.config.output_rate_hz
+        old = self.core.config
         self.core.configure(self._config(values))
-        if self.core.config.output_rate_hz != old_rate:
-            self.destroy_timer(self._timer)
-            self._timer = self._output_timer()
-        self.get_logger().info("safety parameters updated")
+        new = self.core.config
+        if new.output_rate_hz != old.output_rate_hz:
+            self._limiter = RateLimiter(new.output_rate_hz)
+            if self._timer is not None:
+                self.destroy_timer(self._timer)
+                self.destroy_timer(self._guard)
+                self._timer = None
+                self.start_output()
+        changed = [k for k in values if getattr(old, k, None) != getattr(new, k, None)]
+        self.get_logger().info(f"safety parameters updated: {', '.join(changed) or 'none'}")
 
     # -------------------------------------------------------------------------------- inputs
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    @_serialized
-    def _on_twist(self, msg: Twist) -> None:
-        self._note(self.core.submit_command(twist_vector(msg), None, None, self._now()), "command")
+    def _steady_now(self) -> float:
+        return self._steady_clock.now().nanoseconds * 1e-9
 
     @_serialized
-    def _on_twist_stamped(self, msg: TwistStamped) -> None:
+    def _on_command(self, source: str, msg: Twist) -> None:
         verdict = self.core.submit_command(
-            twist_vector(msg), _stamp(msg.header.stamp), msg.header.frame_id, self._now()
+            twist_vector(msg), None, None, self._now(), source=source, steady_s=self._steady_now()
         )
-        self._note(verdict, "command")
+        self._arrived(verdict, source)
+
+    @_serialized
+    def _on_command_stamped(self, source: str, msg: TwistStamped) -> None:
+        verdict = self.core.submit_command(
+            twist_vector(msg),
+            _stamp(msg.header.stamp),
+            msg.header.frame_id,
+            self._now(),
+            source=source,
+            steady_s=self._steady_now(),
+        )
+        self._arrived(verdict, source)
+
+    def _arrived(self, verdict: Verdict, source: str) -> None:
+        """Publish an accepted command at once (rate-limited), restarting the gap timer.
+
+        Not under use_sim_time: there the outputs stay on the ROS-time timer, in step with the
+        /clock updates, so a replayed bag sees the same output cadence as the recorded clock."""
+        self._note(verdict, source)
+        latched = self._last_state is not None and self._last_state[0] is SafetyState.ESTOP
+        if not verdict.accepted and self.core.fault and not latched:
+            self._tick()  # the fault latch this rejection engaged stops at once
+        if (
+            verdict.accepted
+            and self._timer is not None
+            and not self.get_clock().ros_time_is_active
+            and self._limiter.allow(self._steady_now())
+        ):
+            self._tick()
+            self._timer.reset()
+            self._last_timer_steady = self._steady_now()
+
+    @_serialized
+    def _on_enable(self, source: str, msg: Bool) -> None:
+        before = self.core.status().enabled_sources
+        self.core.enable_source(source, msg.data)
+        if self.core.status().enabled_sources != before:
+            self._publish_status()
+
+    @_serialized
+    def _on_lock(self, name: str, msg: Bool) -> None:
+        before = self.core.status().engaged_locks
+        self.core.set_lock(name, msg.data)
+        if self.core.status().engaged_locks != before:
+            self._publish_status()
 
     @_serialized
     def _on_gripper(self, msg: Float64) -> None:
@@ -262,10 +502,11 @@ class SafetyNode(Node):
     @_serialized
     def _on_odom(self, msg: Odometry) -> None:
         pose = msg.pose.pose
+        q = pose.orientation
         verdict = self.core.update_odom(
             pose.position.x,
             pose.position.y,
-            _yaw(pose.orientation),
+            (q.x, q.y, q.z, q.w),
             _stamp(msg.header.stamp),
             self._now(),
         )
@@ -280,17 +521,16 @@ class SafetyNode(Node):
         self._note(verdict, "pose")
 
     def _note(self, verdict: Verdict, source: str) -> None:
-        """Log the start and end of a run of rejections once, not once per message."""
-        key = None if verdict.accepted else f"{source}:{verdict.code}"
-        if key == self._rejecting:
+        """Log the start of a run of rejections per source, throttled: a source alternating
+        good and bad messages must not flood the log (the fault latch reports once)."""
+        code = "" if verdict.accepted else verdict.code
+        if code == self._rejecting.get(source, ""):
             return
-        if key is not None:
-            self.get_logger().warning(f"rejecting {source}: {verdict.reason}")
-        elif self._rejecting is not None and self._rejecting.startswith(source + ":"):
-            self.get_logger().info(f"{source} accepted again")
-        else:
-            return
-        self._rejecting = key
+        self._rejecting[source] = code
+        if code:
+            self.get_logger().warning(
+                f"rejecting {source}: {verdict.reason}", throttle_duration_sec=2.0
+            )
 
     # ------------------------------------------------------------------------------ services
 
@@ -318,7 +558,7 @@ class SafetyNode(Node):
     def _tick(self) -> None:
         started = time.perf_counter()
         now = self.get_clock().now()
-        output = self.core.step(now.nanoseconds * 1e-9)
+        output = self.core.step(now.nanoseconds * 1e-9, self._steady_now())
         if output.publish:
             self._publish(output, now.to_msg())
         self._tick_ms.add((time.perf_counter() - started) * 1e3)
@@ -329,8 +569,9 @@ class SafetyNode(Node):
             if self._last_state is None or self._last_state[:2] != key[:2]:
                 # rclpy refuses two severities from one call site, hence two calls.
                 if output.reasons:
+                    fault = f": {self.core.fault}" if "fault" in output.reasons else ""
                     self.get_logger().warning(
-                        f"state -> {output.state.value} ({', '.join(output.reasons)})"
+                        f"state -> {output.state.value} ({', '.join(output.reasons)}){fault}"
                     )
                 else:
                     self.get_logger().info(f"state -> {output.state.value}")
@@ -341,7 +582,7 @@ class SafetyNode(Node):
         self.get_logger().error(f"{where} failed, latching a stop until ~/reset: {exc!r}")
         self.core.fail(f"{where}: {exc!r}")
         now = self.get_clock().now()
-        self._publish(self.core.step(now.nanoseconds * 1e-9), now.to_msg())
+        self._publish(self.core.step(now.nanoseconds * 1e-9, self._steady_now()), now.to_msg())
 
     def _publish(self, output: Output, stamp: Any) -> None:
         """Arm outputs carry the decision time, the `t` that `check_trace` expects."""
@@ -360,20 +601,13 @@ class SafetyNode(Node):
             self._gripper_pub.publish(Float64(data=output.gripper))
 
     def destroy_node(self) -> None:
-        """A validator going down commands zero once instead of leaving the last velocity to the
-        robot's own timeout (going silent is the failure mode the brief warns about)."""
-        try:
-            zero = Output(
-                motion=(0.0,) * len(self.core.config.max_velocity),
-                gripper=None,
-                state=self.core.status().state,
-                reasons=("shutdown",),
-                limits=(),
-                publish=True,
-            )
-            self._publish(zero, self.get_clock().now().to_msg())
-        except Exception as exc:  # shutting down: never let this mask the real teardown
-            self.get_logger().warning(f"could not publish the final zero command: {exc}")
+        """A validator going down commands zero (once, if `stop_output` has not) instead of
+        leaving the last velocity to the robot's own timeout."""
+        if self._timer is not None and self.context.ok():
+            try:
+                self.stop_output()
+            except Exception as exc:  # shutting down: never let this mask the real teardown
+                self.get_logger().warning(f"could not publish the final zero command: {exc}")
         super().destroy_node()
 
     @_serialized

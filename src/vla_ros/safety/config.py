@@ -8,7 +8,7 @@ refusal always names the offending parameter, whether it came from a YAML file a
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -88,6 +88,9 @@ class SafetyConfig:
     accept_zero_stamp: bool = False
     command_frame: str = "base_link"
     min_confidence: float = 0.0
+    max_confidence_age: float = 2.5
+    fault_max_rejections: int = 10
+    fault_window_s: float = 1.0
     lookahead_s: float = 0.1
     scan_timeout: float = 0.3
     scan_pose: tuple[float, ...] = (0.0, 0.0, 0.0)
@@ -194,6 +197,8 @@ class SafetyConfig:
             "scan_timeout",
             "odom_timeout",
             "pose_timeout",
+            "max_confidence_age",
+            "fault_window_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -216,6 +221,10 @@ class SafetyConfig:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.fault_max_rejections < 0:
+            raise ValueError(
+                f"fault_max_rejections must be >= 0 (0 disables), got {self.fault_max_rejections}"
+            )
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
         if not 0.0 <= self.slowdown_ratio <= 1.0:
@@ -311,10 +320,26 @@ PARAM_DOCS: dict[str, tuple[str, float | None, float | None]] = {
         0.0,
         1.0,
     ),
+    "max_confidence_age": (
+        "With min_confidence > 0: no confidence this fresh -> zero (the gate fails closed)",
+        0.0,
+        None,
+    ),
+    "fault_max_rejections": (
+        "More rejected commands than this within fault_window_s -> stop, latched until ~/reset;"
+        " 0 disables",
+        0,
+        100000,
+    ),
+    "fault_window_s": ("Window of the fault latch's rejection count", 0.0, None),
     "lookahead_s": ("Prediction horizon for zones, geofence and workspace", 0.0, None),
     "scan_timeout": ("A configured scan older than this -> stop", 0.0, None),
     "scan_pose": ("Laser pose in the base frame [x, y, yaw]", None, None),
-    "stop_zone": ("Polygon (base frame): no motion that deepens the deepest intrusion", None, None),
+    "stop_zone": (
+        "Polygon (base frame): no motion that takes any obstacle point deeper",
+        None,
+        None,
+    ),
     "slowdown_zone": (
         "Polygon (base frame): scan points inside -> scale by slowdown_ratio",
         None,
@@ -352,6 +377,10 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be a bool, got {value!r}")
         return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{name} must be a number, got {value!r}")
@@ -367,6 +396,83 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         if isinstance(item, bool) or not isinstance(item, int | float):
             raise ValueError(f"{name} must be a list of numbers, got element {item!r}")
     return tuple(float(item) for item in items)
+
+
+_TIGHTER_IS_HIGHER = frozenset(
+    {"min_confidence", "lookahead_s", "time_to_collision_s", "geofence_margin", "workspace_margin"}
+)
+_TIGHTER_IS_LOWER = frozenset(
+    {
+        "max_linear_speed",
+        "max_angular_speed",
+        "max_input_magnitude",
+        "command_timeout",
+        "max_command_age",
+        "future_tolerance",
+        "scan_timeout",
+        "odom_timeout",
+        "pose_timeout",
+        "max_confidence_age",
+        "slowdown_ratio",
+        "fault_max_rejections",
+        "workspace_sphere_radius",
+    }
+)
+_ANY_CHANGE = frozenset(
+    {"command_frame", "scan_pose", "gripper_on_estop", "workspace_sphere_center", "footprint"}
+)
+_ZONES = frozenset({"stop_zone", "slowdown_zone", "geofence"})
+
+
+def loosened(old: SafetyConfig, new: SafetyConfig) -> list[str]:
+    """Names of the limits `new` makes less strict than `old`, in field order.
+
+    Tightening (lower speeds, shorter timeouts, a zone added where there was none) is not
+    listed. Changes whose effect cannot be ordered (another frame, another polygon, another
+    laser pose) count as loosening: only an explicit permission may make them at run time.
+    """
+    names = []
+    for spec in fields(SafetyConfig):
+        name = spec.name
+        a, b = getattr(old, name), getattr(new, name)
+        if a == b:
+            continue
+        if name in _TIGHTER_IS_LOWER:
+            worse = b > a
+        elif name in _TIGHTER_IS_HIGHER or name == "fault_window_s":
+            worse = b < a
+        elif name == "max_velocity" or name == "max_accel":
+            worse = len(a) != len(b) or any(y > x for x, y in zip(a, b, strict=True))
+        elif name in ("min_velocity", "max_decel", "deadband"):
+            worse = len(a) != len(b) or any(y < x for x, y in zip(a, b, strict=True))
+        elif name == "hold_zero_s":
+            worse = a < 0 or (0 <= b < a)
+        elif name in ("scale_velocities", "accept_zero_stamp"):
+            worse = b if name == "accept_zero_stamp" else not b
+        elif name in _ZONES:
+            worse = bool(a)
+        elif name == "workspace_min":
+            worse = bool(a) and (not b or any(y < x for x, y in zip(a, b, strict=True)))
+        elif name == "workspace_max":
+            worse = bool(a) and (not b or any(y > x for x, y in zip(a, b, strict=True)))
+        elif name in _ANY_CHANGE:
+            worse = True
+        else:  # mode, output_rate_hz: not limits (the mode cannot change anyway)
+            worse = False
+        if worse:
+            names.append(name)
+    return names
+
+
+def unknown_keys(params: Mapping[str, Any], extra: Sequence[str] = ()) -> list[str]:
+    """Keys of a vla_safety parameter section that no parameter is called: a misspelling there
+    would otherwise fall back to the default silently. `extra` names node-level parameters."""
+    known = {spec.name for spec in fields(SafetyConfig)} | set(extra) | {"use_sim_time"}
+    return sorted(k for k in params if k not in known and not _is_ros_builtin(k))
+
+
+def _is_ros_builtin(name: str) -> bool:
+    return name.startswith("qos_overrides.") or name == "start_type_description_service"
 
 
 def _check_polygon(name: str, flat: tuple[float, ...]) -> None:

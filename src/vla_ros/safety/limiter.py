@@ -19,6 +19,7 @@ def ramp_axis(
     decel: float,
     dt: float,
     accel_window: float = math.inf,
+    brake_dt: float | None = None,
 ) -> float:
     """Furthest value towards `target` reachable in `dt` seconds.
 
@@ -26,17 +27,24 @@ def ramp_axis(
     change the axis first brakes to zero at `decel`, then speeds up for the rest of `dt` at `accel`.
     Speeding up counts at most `accel_window` seconds, so a long gap between steps (a stalled
     timer, a clock jump) cannot turn into a step up; braking always gets the whole `dt`.
+    `brake_dt` (default `dt`) is the time braking may use: the validator passes the longer of
+    ROS and steady time, so a frozen /clock cannot freeze a stop.
     """
-    if dt <= 0.0 or current == target:
+    brake = dt if brake_dt is None else max(dt, brake_dt)
+    if current == target or (dt <= 0.0 and brake <= 0.0):
         return current
     if current * target >= 0.0 and abs(target) >= abs(current):
+        if dt <= 0.0:
+            return current
         step = accel * min(dt, accel_window)
     elif current * target >= 0.0:
-        step = decel * dt
+        step = decel * brake
     else:
         time_to_zero = abs(current) / decel
-        if time_to_zero >= dt:
-            return current - math.copysign(decel * dt, current)
+        if time_to_zero >= brake:
+            return current - math.copysign(decel * brake, current)
+        if dt - time_to_zero <= 0.0:
+            return 0.0
         step = accel * min(dt - time_to_zero, accel_window)
         return target if abs(target) <= step else math.copysign(step, target)
     if abs(target - current) <= step:
@@ -52,15 +60,20 @@ def ramp(
     dt: float,
     keep_direction: bool,
     accel_window: float = math.inf,
+    brake_dt: float | None = None,
 ) -> Vector:
     """Move every axis towards the target within its accel/decel budget.
 
     With `keep_direction` all axes advance by the same fraction of their remaining change (the
     slowest axis sets the pace), so the output moves along the straight segment from `current` to
-    `target`; that segment also never leaves a convex set (norm ball, box) holding both ends.
+    `target`; that segment never leaves a convex set holding both ends. Braking is the exception:
+    an axis slowing down still slows at its own full `decel` (its per-axis value, where smaller),
+    because workspace and geofence caps assume every axis brakes that hard; a slow axis turning
+    round must not stretch another axis's stop. Shrinking components towards zero keeps the
+    result inside every norm ball and per-axis box that contains zero.
     """
     per_axis = tuple(
-        ramp_axis(c, t, a, d, dt, accel_window)
+        ramp_axis(c, t, a, d, dt, accel_window, brake_dt)
         for c, t, a, d in zip(current, target, accel, decel, strict=True)
     )
     if not keep_direction:
@@ -71,7 +84,16 @@ def ramp(
             fraction = min(fraction, (reached - c) / (t - c))
     if fraction >= 1.0:
         return tuple(target)
-    return tuple(c + fraction * (t - c) for c, t in zip(current, target, strict=True))
+    out = []
+    for c, t, own in zip(current, target, per_axis, strict=True):
+        shared = c + fraction * (t - c)
+        braking = c * t < 0.0 or abs(t) < abs(c)
+        if braking:
+            own = 0.0 if own * shared < 0.0 else own
+            if abs(own) < abs(shared):
+                shared = own
+        out.append(shared)
+    return tuple(out)
 
 
 def clamp_axes(
@@ -84,21 +106,38 @@ def clamp_axes(
     robot that cannot back up) are zeroed, so noise on them cannot stop the whole vector.
     """
     if keep_direction:
-        kept = tuple(
-            0.0 if (v > 0.0 and hi == 0.0) or (v < 0.0 and lo == 0.0) else v
-            for v, lo, hi in zip(motion, low, high, strict=True)
-        )
-        scale = 1.0
-        for value, lo, hi in zip(kept, low, high, strict=True):
-            if value > hi:
-                scale = min(scale, hi / value)
-            elif value < lo:
-                scale = min(scale, lo / value)
+        kept = zero_blocked(motion, low, high)
+        scale = axes_scale(kept, low, high)
         if scale >= 1.0:
             return kept, kept != tuple(motion)
         return tuple(value * scale for value in kept), True
     clipped = tuple(min(max(v, lo), hi) for v, lo, hi in zip(motion, low, high, strict=True))
     return clipped, clipped != tuple(motion)
+
+
+def zero_blocked(motion: Sequence[float], low: Sequence[float], high: Sequence[float]) -> Vector:
+    """Components pointing where their limit is 0 set to 0 (they could never move)."""
+    return tuple(
+        0.0 if (v > 0.0 and hi == 0.0) or (v < 0.0 and lo == 0.0) else v
+        for v, lo, hi in zip(motion, low, high, strict=True)
+    )
+
+
+def axes_scale(motion: Sequence[float], low: Sequence[float], high: Sequence[float]) -> float:
+    """Largest factor <= 1 that brings every component inside its [low, high]."""
+    scale = 1.0
+    for value, lo, hi in zip(motion, low, high, strict=True):
+        if value > hi:
+            scale = min(scale, hi / value)
+        elif value < lo:
+            scale = min(scale, lo / value)
+    return scale
+
+
+def norm_scale(motion: Sequence[float], axes: Sequence[int], limit: float) -> float:
+    """Largest factor <= 1 that brings the norm of the components in `axes` to `limit`."""
+    norm = norm_of(motion, axes)
+    return 1.0 if norm <= limit else limit / norm
 
 
 def clamp_norm(motion: Vector, axes: Sequence[int], limit: float) -> tuple[Vector, bool]:

@@ -1,36 +1,72 @@
 """The safety validator core: everything between a raw command and the motors, with no ROS in it.
 
 Time is always passed in (`now_s`, seconds on the node's clock, the same clock as message stamps),
-so tests and bag replays drive it deterministically. One `step()` per output tick decides what to
-publish: input checks and sensor data only ever change the *target*; the output then moves towards
-the target within the acceleration/deceleration limits using the real time since the last step
-(speeding up counts at most two output periods of it, so a stalled tick or a clock jump forward
-never becomes a step up). The single exception is the e-stop, which zeroes the output at once.
+so tests and bag replays drive it deterministically. A second, steady time (`steady_s`, optional)
+runs the watchdog and the braking too, so a frozen /clock under use_sim_time cannot freeze a stop.
+Commands come from named sources arbitrated twist_mux style (`safety/arbiter.py`).
+One `step()` per output decides what to publish: input checks and sensor data only ever change
+the *target*; the output then moves towards the target within the acceleration/deceleration
+limits using the real time since the last step (speeding up counts at most two output periods of
+it, so a stalled tick or a clock jump forward never becomes a step up). The single exception is
+the e-stop, which zeroes the output at once.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
 
+from vla_ros.safety.arbiter import DEFAULT_INPUTS, Arbiter, InputSpec, LockSpec
 from vla_ros.safety.config import ANGULAR_AXES, LINEAR_AXES, TWIST_INDEX, SafetyConfig
 from vla_ros.safety.limiter import (
     Vector,
     apply_deadband,
+    axes_scale,
     clamp_axes,
     clamp_norm,
     is_zero,
     norm_of,
+    norm_scale,
     ramp,
+    zero_blocked,
 )
-from vla_ros.safety.workspace import limit_box, limit_sphere
-from vla_ros.safety.zones import Geofence, ObstacleZones, scan_points
+from vla_ros.safety.workspace import limit_box_and_sphere
+from vla_ros.safety.zones import (
+    Geofence,
+    ObstacleZones,
+    quaternion_yaw,
+    scan_points,
+    scan_problem,
+)
+
+FAULT_CODES = frozenset(
+    {
+        "wrong_size",
+        "non_finite",
+        "absurd_magnitude",
+        "empty_frame",
+        "wrong_frame",
+        "bad_stamp",
+        "zero_stamp",
+        "future_stamp",
+        "stale_stamp",
+        "out_of_order",
+    }
+)
+"""Rejections that count towards the fault latch: a source sending garbage. Commands refused
+because the source is disabled or locked, or because the e-stop is engaged, do not."""
+
+
+def steady_limit(timeout: float) -> float:
+    """How long in steady time a timeout may take: a sim clock lagging wall time by less (a
+    loaded machine, a slow replay) is ROS time's business, a longer lag is a frozen /clock."""
+    return max(2.0 * timeout, 1.0)
 
 
 class SafetyState(str, Enum):
@@ -88,26 +124,55 @@ class SafetyStatus:
     estop_engaged: bool = False
     estop_input: bool = False
     publishing: bool = True
+    fault: str = ""
+    active_source: str = ""
+    enabled_sources: tuple[str, ...] = ()
+    engaged_locks: tuple[str, ...] = ()
 
 
 @dataclass
 class _Sensor:
+    """A stored reading; `problem` ("bad", "stale") marks one that must stop the robot until a
+    good reading replaces it (an expired reading stays expired whatever the timeout becomes)."""
+
     time: float
     data: object
+    problem: str = ""
+    steady: float = 0.0
+
+
+@dataclass
+class _Command:
+    motion: Vector
+    time: float
+    steady: float
+    unused: bool
 
 
 class SafetyValidator:
     """Limits, ramps, watchdog, e-stop, zones and workspace for one robot."""
 
-    def __init__(self, config: SafetyConfig) -> None:
+    def __init__(
+        self,
+        config: SafetyConfig,
+        inputs: Sequence[InputSpec] = DEFAULT_INPUTS,
+        locks: Sequence[LockSpec] = (),
+    ) -> None:
         config.validate()
         self._config = config
         self._dof = config.dof
+        self._arbiter = Arbiter(inputs, locks)
         self._velocity: Vector = (0.0,) * self._dof
-        self._command: Vector | None = None
+        self._commands: dict[str, _Command] = {}
+        self._stamps: dict[str, float] = {}
+        self._active: str | None = None
         self._command_time: float | None = None
-        self._command_stamp: float | None = None
-        self._confidence: float | None = None
+        self._confidence: tuple[float, float] | None = None
+        self._fault = ""
+        self._fault_times: deque[float] = deque()
+        self._last_steady: float | None = None
+        self._steady_now: float | None = None
+        self._ros_moved: tuple[float, float] | None = None
         self._gripper_in: tuple[float, float] | None = None
         self._gripper_out: float | None = None
         self._estop_input = False
@@ -119,7 +184,6 @@ class SafetyValidator:
         self._scan_points: np.ndarray | None = None
         self._odom: _Sensor | None = None
         self._pose: _Sensor | None = None
-        self._unused_axes = False
         self._rejections: Counter[str] = Counter()
         self._accepted = 0
         self._last_rejection = ""
@@ -141,11 +205,20 @@ class SafetyValidator:
     def estop_engaged(self) -> bool:
         return self._estop
 
+    @property
+    def fault(self) -> str:
+        return self._fault
+
     def configure(self, config: SafetyConfig) -> None:
-        """Swap limits at run time; the current velocity then ramps into the new limits."""
+        """Swap limits at run time; the current velocity then ramps into the new limits.
+
+        Whatever expired under the old timeouts stays expired: a longer command or sensor
+        timeout must not revive a dead upstream."""
         config.validate()
         if config.mode != self._config.mode:
             raise ValueError("mode cannot change at run time")
+        if self._last_now is not None:
+            self._expire(self._last_now, self._steady(self._last_now, self._steady_now))
         self._config = config
         self._build_geometry()
 
@@ -178,14 +251,20 @@ class SafetyValidator:
         stamp_s: float | None,
         frame_id: str | None,
         now_s: float,
+        source: str = "vla",
+        steady_s: float | None = None,
     ) -> Verdict:
-        """A raw command: `dof` values in axis order, or a 6-vector twist (linear, angular).
+        """A raw command from input `source`: `dof` values in axis order, or a 6-vector twist.
 
         `stamp_s`/`frame_id` are None for unstamped sources (plain Twist). A rejected command
-        changes nothing, in particular not the watchdog.
+        changes nothing, in particular not the watchdog; rejected garbage counts towards the
+        fault latch.
         """
-        self._check_clock(now_s)
+        self._check_clock(now_s, steady_s)
         cfg = self._config
+        refusal = self._arbiter.refusal(source)
+        if refusal is not None:
+            return self._reject(*refusal)
         values = tuple(motion)
         if len(values) == 6 and self._dof != 6:
             picked = tuple(values[i] for i in TWIST_INDEX[cfg.mode])
@@ -212,26 +291,47 @@ class SafetyValidator:
         verdict, effective = self._check_stamp(stamp_s, now_s, cfg.max_command_age)
         if not verdict.accepted:
             return self._reject(verdict.code, verdict.detail)
-        if (
-            stamp_s is not None
-            and self._command_stamp is not None
-            and stamp_s < self._command_stamp
-        ):
-            return self._reject("out_of_order", f"stamp {stamp_s:.6f} < {self._command_stamp:.6f}")
+        last_stamp = self._stamps.get(source)
+        if stamp_s is not None and last_stamp is not None and stamp_s < last_stamp:
+            return self._reject("out_of_order", f"stamp {stamp_s:.6f} < {last_stamp:.6f}")
         if self._estop:
             return self._reject("estop_engaged", "commands are ignored until ~/reset")
-        self._command = tuple(float(v) for v in picked)
+        previous = self._commands.get(source)
+        if previous is not None:
+            effective = max(previous.time, effective)
+        self._commands[source] = _Command(
+            tuple(float(v) for v in picked), effective, self._steady(now_s, steady_s), unused
+        )
         self._command_time = (
             effective if self._command_time is None else max(self._command_time, effective)
         )
-        self._command_stamp = stamp_s if stamp_s is not None and stamp_s != 0.0 else None
-        self._unused_axes = unused
+        if stamp_s is not None and stamp_s != 0.0:
+            self._stamps[source] = stamp_s
+        else:
+            self._stamps.pop(source, None)
         self._accepted += 1
         return ACCEPTED
 
-    def submit_gripper(self, value: float, now_s: float) -> Verdict:
+    def enable_source(self, name: str, enabled: bool) -> None:
+        """The enable input of a gated source (/vla/active for the policy). Disabling drops its
+        command at once: the policy's last command must not outlive its instruction."""
+        self._arbiter.set_enabled(name, enabled)
+        if not self._arbiter.enabled(name):
+            self._commands.pop(name, None)
+
+    def set_lock(self, name: str, engaged: bool) -> None:
+        """A lock input; engaging it drops the commands of every source it blocks."""
+        self._arbiter.set_lock(name, engaged)
+        for source in list(self._commands):
+            if self._arbiter.refusal(source) is not None:
+                del self._commands[source]
+
+    def submit_gripper(self, value: float, now_s: float, source: str = "vla") -> Verdict:
         """Gripper target (1 open, 0 closed), clamped to [0, 1]; passed while motion is allowed."""
         self._check_clock(now_s)
+        refusal = self._arbiter.refusal(source)
+        if refusal is not None:
+            return self._reject(*refusal)
         if not self._config.space.gripper:
             return self._reject("no_gripper", f"mode {self._config.mode} has no gripper")
         if not isinstance(value, numbers.Real) or not math.isfinite(value):
@@ -242,12 +342,13 @@ class SafetyValidator:
     def update_confidence(self, value: float, now_s: float) -> Verdict:
         """Confidence of the current chunk: it holds for every command until the next value,
         because the policy publishes it once per inference but commands every control tick.
-        Invalid values count as zero confidence."""
+        Invalid values count as zero confidence. With the gate on, no confidence (or one older
+        than max_confidence_age) is zero confidence too: the gate fails closed."""
         self._check_clock(now_s)
         if not isinstance(value, numbers.Real) or not math.isfinite(value) or not 0 <= value <= 1:
-            self._confidence = 0.0
+            self._confidence = (0.0, now_s)
             return self._reject("bad_confidence", f"{value} is not in [0, 1]")
-        self._confidence = float(value)
+        self._confidence = (float(value), now_s)
         return ACCEPTED
 
     def submit_estop(self, engaged: bool) -> None:
@@ -267,29 +368,37 @@ class SafetyValidator:
         self._engage()
 
     def reset(self, now_s: float) -> tuple[bool, str]:
-        """The ~/reset service: release the e-stop latch if its input is false.
+        """The ~/reset service: release the e-stop / fault latch if the e-stop input is false.
 
-        The previous command is forgotten, so motion resumes only with a fresh command.
+        The previous commands and confidence are forgotten, so motion resumes only with fresh
+        ones (with the gate on, a fresh confidence too).
         """
         self._check_clock(now_s)
         if self._estop_input:
             return False, "e-stop input (vla/estop) is still true; release it first"
         was = self._estop
+        fault = self._fault
         self._estop = False
-        self._command = None
-        self._command_time = None
-        self._command_stamp = None
+        self._fault = ""
+        self._fault_times.clear()
+        self._forget_commands()
         self._confidence = None
         self._gripper_in = None
         self._zero_since = None
+        if fault:
+            return True, f"fault released ({fault})"
         return True, "e-stop released" if was else "not engaged; command state cleared"
+
+    def _forget_commands(self) -> None:
+        self._commands.clear()
+        self._stamps.clear()
+        self._active = None
+        self._command_time = None
 
     def _engage(self) -> None:
         self._estop = True
         self._velocity = (0.0,) * self._dof
-        self._command = None
-        self._command_time = None
-        self._command_stamp = None
+        self._forget_commands()
 
     def update_scan(
         self,
@@ -301,23 +410,46 @@ class SafetyValidator:
         stamp_s: float,
         now_s: float,
     ) -> Verdict:
-        """Store a LaserScan (laser at `scan_pose` in the base frame); parsed lazily in step."""
+        """Store a LaserScan (laser at `scan_pose` in the base frame); parsed lazily in step.
+
+        A malformed scan is missing data: it replaces the stored one, so an obstacle that had
+        stopped the robot cannot vanish behind a broken message."""
         self._check_clock(now_s)
         verdict, effective = self._check_stamp(stamp_s, now_s, None)
         if not verdict.accepted:
             return self._reject("scan_" + verdict.code, verdict.detail)
-        numbers = (angle_min, angle_increment, range_min, range_max)
-        if not all(math.isfinite(x) for x in numbers):
-            return self._reject("scan_bad", "non-finite scan geometry")
-        self._scan = _Sensor(effective, (ranges, *numbers))
+        problem = scan_problem(len(ranges), angle_min, angle_increment, range_min, range_max)
+        if problem is not None:
+            self._scan = _Sensor(now_s, None, "bad")
+            self._scan_points = None
+            return self._reject("scan_bad", problem)
+        self._scan = _Sensor(effective, (ranges, angle_min, angle_increment, range_min, range_max))
         self._scan_points = None
         return ACCEPTED
 
-    def update_odom(self, x: float, y: float, yaw: float, stamp_s: float, now_s: float) -> Verdict:
-        """Robot pose in the odometry frame (the geofence frame)."""
+    def update_odom(
+        self,
+        x: float,
+        y: float,
+        orientation: float | Sequence[float],
+        stamp_s: float,
+        now_s: float,
+    ) -> Verdict:
+        """Robot pose in the odometry frame (the geofence frame); `orientation` is a yaw or a
+        quaternion (x, y, z, w) of any non-zero norm. Bad data replaces the stored pose."""
         self._check_clock(now_s)
+        try:
+            if isinstance(orientation, numbers.Real):
+                yaw = float(orientation)
+            else:
+                qx, qy, qz, qw = orientation
+                yaw = quaternion_yaw(qx, qy, qz, qw)
+        except (TypeError, ValueError) as exc:
+            self._odom = _Sensor(now_s, None, "bad")
+            return self._reject("odom_bad", str(exc))
         if not all(math.isfinite(v) for v in (x, y, yaw)):
-            return self._reject("odom_non_finite", f"pose ({x}, {y}, {yaw})")
+            self._odom = _Sensor(now_s, None, "bad")
+            return self._reject("odom_bad", f"pose ({x}, {y}, {yaw})")
         verdict, effective = self._check_stamp(stamp_s, now_s, None)
         if not verdict.accepted:
             return self._reject("odom_" + verdict.code, verdict.detail)
@@ -331,6 +463,7 @@ class SafetyValidator:
         self._check_clock(now_s)
         values = tuple(position)
         if len(values) != 3 or not all(math.isfinite(v) for v in values):
+            self._pose = _Sensor(now_s, None, "bad")
             return self._reject("pose_bad", f"position {values}")
         if frame_id != self._config.command_frame:
             return self._reject(
@@ -365,55 +498,106 @@ class SafetyValidator:
         verdict = Verdict(False, code, detail)
         self._rejections[code] += 1
         self._last_rejection = verdict.reason
+        if code in FAULT_CODES and self._last_now is not None:
+            self._count_fault(verdict, self._steady(self._last_now, self._steady_now))
         return verdict
 
-    def _check_clock(self, now_s: float) -> None:
+    def _count_fault(self, verdict: Verdict, now: float) -> None:
+        """More than fault_max_rejections within fault_window_s latch a stop until ~/reset: a
+        source that alternates garbage and valid commands must not keep the robot moving."""
+        cfg = self._config
+        if cfg.fault_max_rejections <= 0 or self._fault:
+            return
+        times = self._fault_times
+        times.append(now)
+        while times and now - times[0] > cfg.fault_window_s:
+            times.popleft()
+        if len(times) > cfg.fault_max_rejections:
+            self._fault = (
+                f"more than {cfg.fault_max_rejections} rejected commands within "
+                f"{cfg.fault_window_s:g} s (last: {verdict.reason})"
+            )
+            self._engage()
+
+    def _steady(self, now_s: float, steady_s: float | None) -> float:
+        return now_s if steady_s is None else steady_s
+
+    def _check_clock(self, now_s: float, steady_s: float | None = None) -> None:
         """A clock that runs backwards (sim time restarted) would stretch every timeout: forget
         all time-based state instead."""
         if self._last_now is not None and now_s < self._last_now:
-            self._command = None
+            self._commands.clear()
+            self._stamps.clear()
             self._command_time = None
-            self._command_stamp = None
             self._scan = self._odom = self._pose = None
             self._scan_points = None
             self._gripper_in = None
+            self._confidence = None
             self._last_step = None
             self._zero_since = None
+        steady = self._steady(now_s, steady_s)
+        if self._steady_now is not None and steady < self._steady_now:
+            self._commands.clear()
+            self._last_steady = None
         self._last_now = now_s
+        self._steady_now = steady
+
+    def _expire(self, now_s: float, steady_s: float) -> None:
+        """Drop commands and mark readings that are past their timeouts, for good."""
+        cfg = self._config
+        for name in list(self._commands):
+            command = self._commands[name]
+            timeout = cfg.command_timeout
+            own = self._arbiter.inputs[name].timeout
+            if own > 0:
+                timeout = min(timeout, own)
+            if now_s - command.time > timeout or steady_s - command.steady > steady_limit(timeout):
+                del self._commands[name]
+        for sensor, timeout in (
+            (self._scan, cfg.scan_timeout),
+            (self._odom, cfg.odom_timeout),
+            (self._pose, cfg.pose_timeout),
+        ):
+            if sensor is not None and not sensor.problem and now_s - sensor.time > timeout:
+                sensor.problem = "stale"
 
     # ------------------------------------------------------------------------------------- step
 
-    def step(self, now_s: float) -> Output:
-        """Advance to `now_s` and return what to publish."""
-        self._check_clock(now_s)
+    def step(self, now_s: float, steady_s: float | None = None) -> Output:
+        """Advance to `now_s` (ROS time) and `steady_s` (steady time, default `now_s`) and
+        return what to publish."""
+        self._check_clock(now_s, steady_s)
         cfg = self._config
+        steady = self._steady(now_s, steady_s)
         dt = 0.0 if self._last_step is None else now_s - self._last_step
+        steady_dt = 0.0 if self._last_steady is None else steady - self._last_steady
         self._last_step = now_s
+        self._last_steady = steady
         zero = (0.0,) * self._dof
         if self._estop:
             self._velocity = zero
             self._zero_since = None
+            self._active = None
             gripper = {"open": 1.0, "close": 0.0}.get(cfg.gripper_on_estop, self._gripper_out)
             if cfg.space.gripper and gripper is not None:
                 self._gripper_out = gripper
+            reason = "fault" if self._fault else "estop"
             return self._finish(
-                Output(zero, self._gripper_out, SafetyState.ESTOP, ("estop",), (), True)
+                Output(zero, self._gripper_out, SafetyState.ESTOP, (reason,), (), True)
             )
+        self._expire(now_s, steady)
         reasons: list[str] = []
         limits: list[str] = []
-        command = self._command
-        timed_out = (
-            command is None
-            or self._command_time is None
-            or now_s - self._command_time > cfg.command_timeout
-        )
+        self._active = self._arbiter.pick(tuple(self._commands))
+        timed_out = self._active is None
         if timed_out:
             target = zero
             state = SafetyState.TIMEOUT
-            reasons.append("no_command" if command is None else "command_timeout")
+            reasons.append("no_command" if self._command_time is None else "command_timeout")
         else:
-            assert command is not None
-            target, reasons, limits = self._shape(command, now_s)
+            assert self._active is not None
+            command = self._commands[self._active]
+            target, reasons, limits = self._shape(command.motion, command.unused, now_s)
             state = (
                 SafetyState.STOPPED
                 if reasons
@@ -423,11 +607,21 @@ class SafetyValidator:
             )
         target = apply_deadband(target, cfg.deadband)
         window = 2.0 / cfg.output_rate_hz
+        brake_dt = max(dt, steady_dt) if self._ros_stalled(now_s, steady) else dt
         velocity = ramp(
-            self._velocity, target, cfg.max_accel, cfg.max_decel, dt, cfg.scale_velocities, window
+            self._velocity,
+            target,
+            cfg.max_accel,
+            cfg.max_decel,
+            dt,
+            cfg.scale_velocities,
+            window,
+            brake_dt,
         )
         if not self._within_norms(velocity):
-            velocity = ramp(self._velocity, target, cfg.max_accel, cfg.max_decel, dt, True, window)
+            velocity = ramp(
+                self._velocity, target, cfg.max_accel, cfg.max_decel, dt, True, window, brake_dt
+            )
         if velocity != target:
             limits.append("accel")
         self._velocity = velocity
@@ -450,6 +644,15 @@ class SafetyValidator:
             Output(motion, self._gripper_out, state, tuple(reasons), tuple(limits), publish)
         )
 
+    def _ros_stalled(self, now_s: float, steady: float) -> bool:
+        """ROS time has not moved for a command timeout of steady time (a frozen /clock): then
+        braking runs on steady time. A merely slow sim clock keeps braking on ROS time, so its
+        stamps still show the configured deceleration."""
+        if self._ros_moved is None or now_s != self._ros_moved[0]:
+            self._ros_moved = (now_s, steady)
+            return False
+        return steady - self._ros_moved[1] > steady_limit(self._config.command_timeout)
+
     def _finish(self, output: Output) -> Output:
         self._last_output = output
         return output
@@ -461,28 +664,58 @@ class SafetyValidator:
             and norm_of(motion, ANGULAR_AXES[cfg.mode]) <= cfg.max_angular_speed + 1e-12
         )
 
-    def _shape(self, command: Vector, now_s: float) -> tuple[Vector, list[str], list[str]]:
-        """Target velocity for a valid command: limits, confidence, zones, workspace."""
+    def _shape(
+        self, command: Vector, unused: bool, now_s: float
+    ) -> tuple[Vector, list[str], list[str]]:
+        """Target velocity for a valid command: confidence, limits, zones, workspace."""
         cfg = self._config
         zero = (0.0,) * self._dof
         limits: list[str] = []
-        if self._unused_axes:
+        if unused:
             limits.append("unused_axes")
-        confidence = self._confidence
-        if cfg.min_confidence > 0 and confidence is not None and confidence < cfg.min_confidence:
-            return zero, ["low_confidence"], limits
-        target, clamped = clamp_axes(
-            command, cfg.min_velocity, cfg.max_velocity, cfg.scale_velocities
-        )
-        if clamped:
-            limits.append("velocity")
-        target, linear = clamp_norm(target, LINEAR_AXES[cfg.mode], cfg.max_linear_speed)
-        target, angular = clamp_norm(target, ANGULAR_AXES[cfg.mode], cfg.max_angular_speed)
-        if linear or angular:
-            limits.append("speed_norm")
+        gate = self._confidence_reason(now_s)
+        if gate:
+            return zero, [gate], limits
+        if cfg.scale_velocities:
+            target, acted = self._scale_limits(command)
+            if acted:
+                limits.append("velocity")
+        else:
+            target, clamped = clamp_axes(command, cfg.min_velocity, cfg.max_velocity, False)
+            if clamped:
+                limits.append("velocity")
+            target, linear = clamp_norm(target, LINEAR_AXES[cfg.mode], cfg.max_linear_speed)
+            target, angular = clamp_norm(target, ANGULAR_AXES[cfg.mode], cfg.max_angular_speed)
+            if linear or angular:
+                limits.append("speed_norm")
         if cfg.space.platform == "base":
             return self._shape_mobile(target, now_s, limits)
         return self._shape_arm(target, now_s, limits)
+
+    def _scale_limits(self, command: Vector) -> tuple[Vector, bool]:
+        """One factor for the whole vector from the per-axis and both norm limits, so the
+        direction is kept (axes whose limit is 0 on that side are zeroed first)."""
+        cfg = self._config
+        kept = zero_blocked(command, cfg.min_velocity, cfg.max_velocity)
+        scale = min(
+            axes_scale(kept, cfg.min_velocity, cfg.max_velocity),
+            norm_scale(kept, LINEAR_AXES[cfg.mode], cfg.max_linear_speed),
+            norm_scale(kept, ANGULAR_AXES[cfg.mode], cfg.max_angular_speed),
+        )
+        if scale >= 1.0:
+            return kept, kept != tuple(command)
+        return tuple(v * scale for v in kept), True
+
+    def _confidence_reason(self, now_s: float) -> str | None:
+        cfg = self._config
+        if cfg.min_confidence <= 0:
+            return None
+        if self._confidence is None:
+            return "confidence_missing"
+        value, time = self._confidence
+        if now_s - time > cfg.max_confidence_age:
+            return "confidence_stale"
+        return "low_confidence" if value < cfg.min_confidence else None
 
     def _shape_mobile(
         self, target: Vector, now_s: float, limits: list[str]
@@ -525,31 +758,17 @@ class SafetyValidator:
             return (0.0,) * self._dof, [pose_reason or "pose_missing"], limits
         position = self._pose.data
         assert isinstance(position, tuple)
-        linear = target[0:3]
-        acted = False
-        decel = cfg.max_decel[0:3]
-        if cfg.workspace_min:
-            linear, box = limit_box(
-                position,
-                linear,
-                cfg.workspace_min,
-                cfg.workspace_max,
-                decel,
-                cfg.workspace_margin,
-                cfg.lookahead_s,
-            )
-            acted |= box
-        if cfg.workspace_sphere_radius > 0:
-            linear, sphere = limit_sphere(
-                position,
-                linear,
-                cfg.workspace_sphere_center,
-                cfg.workspace_sphere_radius,
-                min(decel),
-                cfg.workspace_margin,
-                cfg.lookahead_s,
-            )
-            acted |= sphere
+        linear, acted = limit_box_and_sphere(
+            position,
+            target[0:3],
+            (cfg.workspace_min, cfg.workspace_max) if cfg.workspace_min else None,
+            (cfg.workspace_sphere_center, cfg.workspace_sphere_radius)
+            if cfg.workspace_sphere_radius > 0
+            else None,
+            cfg.max_decel[0:3],
+            cfg.workspace_margin,
+            cfg.lookahead_s,
+        )
         if acted:
             limits.append("workspace")
         return (*linear, *target[3:6]), [], limits
@@ -558,7 +777,10 @@ class SafetyValidator:
     def _stale(sensor: _Sensor | None, timeout: float, now_s: float, name: str) -> str | None:
         if sensor is None:
             return f"{name}_missing"
+        if sensor.problem:
+            return f"{name}_{sensor.problem}"
         if now_s - sensor.time > timeout:
+            sensor.problem = "stale"
             return f"{name}_stale"
         return None
 
@@ -586,6 +808,10 @@ class SafetyValidator:
             estop_engaged=self._estop,
             estop_input=self._estop_input,
             publishing=last.publish,
+            fault=self._fault,
+            active_source=self._active or "",
+            enabled_sources=tuple(n for n in self._arbiter.inputs if self._arbiter.enabled(n)),
+            engaged_locks=self._arbiter.engaged_locks(),
         )
 
 
@@ -614,6 +840,10 @@ def status_report(status: SafetyStatus, config: SafetyConfig) -> tuple[int, str,
         "estop_engaged": str(status.estop_engaged).lower(),
         "estop_input": str(status.estop_input).lower(),
         "publishing": str(status.publishing).lower(),
+        "fault": status.fault,
+        "active_source": status.active_source,
+        "enabled_sources": ",".join(status.enabled_sources),
+        "engaged_locks": ",".join(status.engaged_locks),
         "mode": config.mode,
         "axes": ",".join(config.axis_names),
         "max_velocity": _fmt(config.max_velocity),

@@ -81,3 +81,77 @@ def limit_sphere(
     result = tuple(radial * u + t for u, t in zip(unit, tangent, strict=True))
     out = (result[0], result[1], result[2])
     return out, any(abs(a - b) > 1e-15 for a, b in zip(out, velocity, strict=True))
+
+
+def box_holds(
+    position: Sequence[float],
+    velocity: Sequence[float],
+    low: Sequence[float],
+    high: Sequence[float],
+    decel: Sequence[float],
+    lookahead: float,
+) -> bool:
+    """The hard part of `limit_box` (no margin slowdown): each axis within its braking cap."""
+    for p, v, lo, hi, a in zip(position, velocity, low, high, decel, strict=True):
+        if v > 0.0 and v > _cap(hi - p, v, a, 0.0, lookahead) + 1e-12:
+            return False
+        if v < 0.0 and -v > _cap(p - lo, -v, a, 0.0, lookahead) + 1e-12:
+            return False
+    return True
+
+
+def sphere_holds(
+    position: Sequence[float],
+    velocity: Sequence[float],
+    center: Sequence[float],
+    radius: float,
+    decel: float,
+    lookahead: float,
+) -> bool:
+    """The hard part of `limit_sphere`: outward speed within the braking cap and the predicted
+    position no further out than max(radius, current distance)."""
+    offset = [p - c for p, c in zip(position, center, strict=True)]
+    r = math.sqrt(sum(o * o for o in offset))
+    bound = max(radius, r)
+    reach = math.sqrt(sum((o + v * lookahead) ** 2 for o, v in zip(offset, velocity, strict=True)))
+    if reach > bound + 1e-12:
+        return False
+    if r > 1e-12:
+        radial = sum(v * o / r for v, o in zip(velocity, offset, strict=True))
+        if radial > 0.0 and radial > _cap(radius - r, radial, decel, 0.0, lookahead) + 1e-12:
+            return False
+    return True
+
+
+def limit_box_and_sphere(
+    position: Sequence[float],
+    velocity: Sequence[float],
+    box: tuple[Sequence[float], Sequence[float]] | None,
+    sphere: tuple[Sequence[float], float] | None,
+    decel: Sequence[float],
+    margin: float,
+    lookahead: float,
+) -> tuple[Vector3, bool]:
+    """Box, then sphere, composed so that both hold: the sphere stage splits the velocity into
+    radial and tangential parts and can re-add a component the box capped, so the result is
+    checked against both and, if needed, clipped to the box and scaled down until the sphere
+    holds too (zero always does)."""
+    out: Vector3 = (velocity[0], velocity[1], velocity[2])
+    acted = False
+    if box is not None:
+        out, hit = limit_box(position, out, box[0], box[1], decel, margin, lookahead)
+        acted |= hit
+    if sphere is None:
+        return out, acted
+    out, hit = limit_sphere(position, out, sphere[0], sphere[1], min(decel), margin, lookahead)
+    acted |= hit
+    if box is None or box_holds(position, out, box[0], box[1], decel, lookahead):
+        return out, acted
+    out, _ = limit_box(position, out, box[0], box[1], decel, 0.0, lookahead)
+    scale = 1.0
+    for _ in range(40):
+        candidate = (out[0] * scale, out[1] * scale, out[2] * scale)
+        if sphere_holds(position, candidate, sphere[0], sphere[1], min(decel), lookahead):
+            return candidate, True
+        scale *= 0.5
+    return (0.0, 0.0, 0.0), True

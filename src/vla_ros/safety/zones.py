@@ -1,8 +1,8 @@
 """Planar geometry for the mobile robot: laser-scan obstacle zones and the odometry geofence.
 
 Semantics follow nav2_collision_monitor (stop / slowdown / approach by time-to-collision) with two
-differences: the stop zone lets the robot escape (motion that does not deepen the deepest intrusion
-is allowed, so touching a wall never wedges it), and every zone only shapes the target velocity; the
+differences: the stop zone lets the robot escape (motion that takes no obstacle point deeper is
+allowed, so touching a wall never wedges it), and every zone only shapes the target velocity; the
 validator's deceleration limit still applies on the way down.
 """
 
@@ -84,6 +84,22 @@ def project(points: np.ndarray, vx: float, vy: float, wz: float, t: float) -> np
     return np.column_stack((c * sx + s * sy, c * sy - s * sx))
 
 
+def scan_problem(
+    count: int, angle_min: float, angle_increment: float, range_min: float, range_max: float
+) -> str | None:
+    """Why a LaserScan's geometry cannot be read (None if it can): malformed = missing data."""
+    if count == 0:
+        return "no ranges"
+    values = (angle_min, angle_increment, range_min, range_max)
+    if not all(math.isfinite(x) for x in values):
+        return f"non-finite geometry {values}"
+    if angle_increment == 0.0:
+        return "angle_increment is 0"
+    if range_min < 0.0 or range_min > range_max:
+        return f"range_min {range_min} / range_max {range_max}"
+    return None
+
+
 def scan_points(
     ranges: Sequence[float] | np.ndarray,
     angle_min: float,
@@ -92,13 +108,26 @@ def scan_points(
     range_max: float,
     scan_pose: Sequence[float],
 ) -> np.ndarray:
-    """Valid LaserScan returns as (N, 2) base-frame points; inf, NaN and out-of-range dropped."""
+    """LaserScan returns as (N, 2) base-frame points, read per REP 117: -inf is an object closer
+    than range_min (kept, at range_min), +inf no return and NaN an erroneous reading (dropped),
+    finite values outside [range_min, range_max] dropped."""
     values = np.asarray(ranges, dtype=float)
     angles = angle_min + angle_increment * np.arange(len(values))
+    values = np.where(np.isneginf(values), range_min, values)
     valid = np.isfinite(values) & (values >= range_min) & (values <= range_max)
     values, angles = values[valid], angles[valid]
     x0, y0, yaw = scan_pose
     return np.column_stack((x0 + values * np.cos(angles + yaw), y0 + values * np.sin(angles + yaw)))
+
+
+def quaternion_yaw(x: float, y: float, z: float, w: float) -> float:
+    """Yaw of a quaternion of any non-zero norm (the formula is made scale-invariant by
+    normalising first). Raises ValueError for a zero or non-finite quaternion: no orientation."""
+    norm = math.sqrt(x * x + y * y + z * z + w * w)
+    if not math.isfinite(norm) or norm < 1e-9:
+        raise ValueError(f"quaternion ({x}, {y}, {z}, {w}) has no orientation")
+    x, y, z, w = x / norm, y / norm, z / norm, w / norm
+    return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
 
 
 @dataclass(frozen=True)
@@ -159,19 +188,29 @@ class ObstacleZones:
     def _goes_deeper(
         self, zone: np.ndarray, points: np.ndarray, vx: float, vy: float, wz: float
     ) -> bool:
-        """Would the deepest intrusion into `zone` grow within the lookahead?
+        """Would any obstacle point get deeper into `zone` within the lookahead?
 
-        Comparing the deepest point (not every point) lets the robot back away or slide along a
-        wall it touches, while any motion that brings an obstacle further in, or into an empty
-        zone, is refused.
+        Per point, not only the deepest one, so a shallow obstacle cannot be pushed in while a
+        deeper one holds the maximum. A point may only reach a depth that some obstacle point
+        already had within the distance the motion moves points (`moved`): sliding along a wall
+        brings each wall point to where its neighbour was, which is no new intrusion, and backing
+        away or turning a point out is always allowed, so touching an obstacle never wedges it.
         """
         travel = math.hypot(vx, vy) * self.lookahead_s
-        candidates = near(points, self._radius[id(zone)] + travel + _EPS)
+        reach = self._radius[id(zone)] + travel + _EPS
+        candidates = near(points, reach)
         if len(candidates) == 0:
             return False
-        before = float(depth(zone, candidates).max())
-        after = float(depth(zone, project(candidates, vx, vy, wz, self.lookahead_s)).max())
-        return after > before + _EPS
+        before = depth(zone, candidates)
+        projected = project(candidates, vx, vy, wz, self.lookahead_s)
+        after = depth(zone, projected)
+        deeper = np.flatnonzero(after > before + _EPS)
+        if len(deeper) == 0:
+            return False
+        moved = travel + abs(wz) * self.lookahead_s * reach
+        gaps = np.sqrt(((projected[deeper, None, :] - candidates[None, :, :]) ** 2).sum(axis=2))
+        known = np.where(gaps <= moved + _EPS, before[None, :], 0.0).max(axis=1)
+        return bool(np.any(after[deeper] > known + _EPS))
 
     def _time_to_collision(
         self, points: np.ndarray, vx: float, vy: float, wz: float
