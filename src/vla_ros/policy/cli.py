@@ -71,9 +71,16 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "export", help="export the trunk as ONNX graphs (onnxruntime/tensorrt backends)"
     )
     export.add_argument("model_dir", type=Path)
-    export.add_argument("--format", choices=["onnx"], default="onnx")
+    export.add_argument(
+        "--format", choices=["onnx"], default="onnx", help="graph format (default: onnx)"
+    )
     export.add_argument("--out", type=Path, default=None, help="default MODEL_DIR/onnx")
-    export.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], default="fp32")
+    export.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "bf16", "int8"],
+        default="fp32",
+        help="graph precision; int8 must pass the accuracy gate (default: fp32)",
+    )
     export.add_argument(
         "--calibration", type=Path, default=None, help="rosbag2 with camera frames (int8 QDQ)"
     )
@@ -90,7 +97,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     engines.add_argument("model_dir", type=Path)
     engines.add_argument("--onnx-dir", type=Path, default=None, help="default MODEL_DIR/onnx")
-    engines.add_argument("--device", default="cuda:0")
+    engines.add_argument(
+        "--device", default="cuda:0", help="GPU the engines are built for (default: cuda:0)"
+    )
     engines.set_defaults(handler=_handle_engines)
 
 
