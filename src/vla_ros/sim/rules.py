@@ -11,6 +11,7 @@ circle, a lower bound of any collision-free path on that side.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -75,7 +76,7 @@ def side_corners(layout: Layout, side: str, inflate: float) -> list[np.ndarray]:
 def shortest_length(layout: Layout, side: str, goal_tolerance: float) -> float:
     """Length of the polyline start -> side corners (grown by the robot radius) -> goal circle."""
     points = [np.array(layout.start[:2]), *side_corners(layout, side, ROBOT_RADIUS_M)]
-    length = sum(float(np.linalg.norm(b - a)) for a, b in zip(points, points[1:], strict=False))
+    length = sum(float(np.linalg.norm(b - a)) for a, b in itertools.pairwise(points))
     to_goal = float(np.linalg.norm(np.array(layout.cup) - points[-1]))
     return length + max(0.0, to_goal - goal_tolerance)
 
@@ -91,6 +92,7 @@ class MobileEpisode:
             float(np.dot(np.array([b.x, b.y]) - self._origin, self._u)) for b in layout.boxes
         ]
         self._last_xy: np.ndarray | None = None
+        self.trajectory: list[tuple[float, float]] = []
         self.result = EpisodeResult(
             scenario.name,
             layout.seed,
@@ -110,6 +112,7 @@ class MobileEpisode:
         if result.done:
             return result
         xy = np.array([x, y])
+        self.trajectory.append((x, y))
         if self._last_xy is not None:
             result.path_length_m += float(np.linalg.norm(xy - self._last_xy))
             before = float(np.dot(self._last_xy - self._origin, self._u))

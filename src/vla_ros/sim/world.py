@@ -49,7 +49,7 @@ class Odom:
     twist: tuple[float, float, float]
 
 
-class RenderUnavailable(RuntimeError):
+class RenderUnavailableError(RuntimeError):
     """Offscreen OpenGL could not start; the message says which MUJOCO_GL to try."""
 
 
@@ -271,7 +271,7 @@ class Renderer:
             self._renderer = mujoco.Renderer(world.model, world.image_size, world.image_size)
         except Exception as exc:  # MuJoCo raises several types when no GL context can be made
             backend = os.environ.get("MUJOCO_GL", "<unset>")
-            raise RenderUnavailable(
+            raise RenderUnavailableError(
                 f"offscreen rendering failed with MUJOCO_GL={backend}: {exc}. "
                 "Set MUJOCO_GL=egl (Mesa software EGL) or MUJOCO_GL=osmesa (apt-get install "
                 "libosmesa6)"
