@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from rclpy.context import Context
-    from rclpy.parameter import Parameter
     from rclpy.node import Node
+    from rclpy.parameter import Parameter
 
     from vla_ros.policy.types import Policy
 
