@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +52,24 @@ class Odom:
 
 class RenderUnavailableError(RuntimeError):
     """Offscreen OpenGL could not start; the message says which MUJOCO_GL to try."""
+
+
+GL_ADVICE = (
+    "set MUJOCO_GL=egl (Mesa software EGL, headless) or MUJOCO_GL=osmesa "
+    "(apt-get install libosmesa6)"
+)
+
+
+def load_mujoco() -> Any:
+    """`import mujoco`, turning its GL back-end failure (raised at import) into a clear error."""
+    try:
+        import mujoco
+    except (ImportError, RuntimeError) as exc:
+        backend = os.environ.get("MUJOCO_GL", "<unset>")
+        raise RenderUnavailableError(
+            f"cannot load MuJoCo with MUJOCO_GL={backend}: {exc}; {GL_ADVICE}"
+        ) from exc
+    return mujoco
 
 
 def _mobile_mjcf(scenario: Scenario, image_size: int) -> str:
@@ -118,7 +137,7 @@ class MobileWorld:
         lidar_range: float = 8.0,
         limits: BaseLimits | None = None,
     ) -> None:
-        import mujoco
+        mujoco = load_mujoco()
 
         if scenario.robot != "mobile3":
             raise ValueError(f"{scenario.source}: robot {scenario.robot!r} is not mobile3")
@@ -155,7 +174,7 @@ class MobileWorld:
     # ------------------------------------------------------------------ episode
     def reset(self, seed: int) -> Layout:
         """Place the robot, boxes and cup for `seed`; the robot is at rest."""
-        import mujoco
+        mujoco = load_mujoco()
 
         layout = sample_layout(self.scenario, seed)
         mujoco.mj_resetData(self.model, self.data)
@@ -184,7 +203,7 @@ class MobileWorld:
 
         Non-finite commands count as zero. After the episode ended the robot is held still.
         """
-        import mujoco
+        mujoco = load_mujoco()
 
         if self.episode is None:
             raise RuntimeError("reset the world before stepping it")
@@ -226,7 +245,7 @@ class MobileWorld:
 
     def scan(self) -> Scan:
         """A horizontal ray fan from the lidar site over boxes (mj_multiRay), base frame angles."""
-        import mujoco
+        mujoco = load_mujoco()
 
         yaw = float(self.data.qpos[2])
         world = self._ray_angles + yaw
@@ -262,7 +281,7 @@ class Renderer:
     worker thread can render while the owner keeps stepping. Close it explicitly."""
 
     def __init__(self, world: MobileWorld, camera: str = "ego") -> None:
-        import mujoco
+        mujoco = load_mujoco()
 
         self._model = world.model
         self._data = mujoco.MjData(world.model)
@@ -272,9 +291,7 @@ class Renderer:
         except Exception as exc:  # MuJoCo raises several types when no GL context can be made
             backend = os.environ.get("MUJOCO_GL", "<unset>")
             raise RenderUnavailableError(
-                f"offscreen rendering failed with MUJOCO_GL={backend}: {exc}. "
-                "Set MUJOCO_GL=egl (Mesa software EGL) or MUJOCO_GL=osmesa (apt-get install "
-                "libosmesa6)"
+                f"offscreen rendering failed with MUJOCO_GL={backend}: {exc}; {GL_ADVICE}"
             ) from exc
         flags = self._renderer.scene.flags
         flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
@@ -283,7 +300,7 @@ class Renderer:
 
     def render(self, snapshot: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB of the state in `snapshot`."""
-        import mujoco
+        mujoco = load_mujoco()
 
         nq, nmocap = self._model.nq, self._model.nmocap
         self._data.qpos[:] = snapshot[:nq]
