@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from vla_ros.sim.expert import NoiseConfig, run_expert  # noqa: E402
-from vla_ros.sim.rules import MobileEpisode  # noqa: E402
-from vla_ros.sim.scenario import (  # noqa: E402
+from vla_ros.sim.expert import NoiseConfig, run_expert
+from vla_ros.sim.rules import MobileEpisode
+from vla_ros.sim.scenario import (
     ROBOT_RADIUS_M,
     SCENARIO_DIR,
     ScenarioError,
@@ -26,7 +26,7 @@ from vla_ros.sim.scenario import (  # noqa: E402
     resolve_scenarios,
     sample_layout,
 )
-from vla_ros.sim.world import MobileWorld, Renderer  # noqa: E402
+from vla_ros.sim.world import MobileWorld, Renderer
 
 MOBILE = [
     f"{n}_{o}_{s}" for n in ("1box", "2box") for o in ("vert", "hori") for s in ("left", "right")
@@ -48,7 +48,8 @@ def test_the_eight_mobile_scenarios_ship_with_english_and_korean() -> None:
     scenarios = resolve_scenarios("mobile")
     assert sorted(s.name for s in scenarios) == sorted(MOBILE)
     for scenario in scenarios:
-        assert scenario.text("en") and scenario.text("ko")
+        assert scenario.text("en")
+        assert scenario.text("ko")
         assert len(scenario.boxes) == (1 if scenario.name.startswith("1box") else 2)
         length, width = scenario.boxes[0].size[:2]
         assert (length > width) == ("_vert_" in scenario.name)
@@ -93,7 +94,7 @@ def test_two_boxes_that_can_overlap_are_refused(tmp_path) -> None:
 def test_unknown_names_and_missing_files_are_clear_errors(tmp_path) -> None:
     with pytest.raises(ScenarioError, match="unknown scenario 'nope'"):
         resolve_scenarios("nope")
-    with pytest.raises(FileNotFoundError, match="missing.yaml is missing"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.yaml is missing"):
         resolve_scenarios(str(tmp_path / "missing.yaml"))
 
 
@@ -122,7 +123,7 @@ def test_sampled_layouts_stay_in_range_and_never_overlap(name, seed) -> None:
 @pytest.fixture(scope="module")
 def worlds():
     built = {name: MobileWorld(resolve_scenarios(name)[0]) for name in MOBILE}
-    yield built
+    return built
 
 
 @pytest.mark.parametrize("name", MOBILE)
@@ -132,7 +133,8 @@ def test_the_expert_succeeds_on_every_scenario(worlds, name) -> None:
         run_expert(world, seed)
         result = world.result
         assert result.outcome == "success", result
-        assert result.compliant and not result.collision
+        assert result.compliant
+        assert not result.collision
         assert result.sides == [world.scenario.side] * len(world.scenario.boxes)
         assert 0.5 < result.spl <= 1.0
 
@@ -157,7 +159,8 @@ def test_same_seed_same_first_frames_and_same_trajectory(worlds) -> None:
             world.step((0.3, 0.0, 0.2))
             first.append(renderer.render(world.snapshot()))
             frames.append(first)
-    assert frames[0][0].shape == (224, 224, 3) and frames[0][0].dtype == np.uint8
+    assert frames[0][0].shape == (224, 224, 3)
+    assert frames[0][0].dtype == np.uint8
     assert all(np.array_equal(a, b) for a, b in zip(*frames, strict=True))
     assert not np.array_equal(frames[0][0], frames[0][1])
     assert run_expert(world, 7) == run_expert(world, 7)
@@ -173,7 +176,9 @@ def test_driving_into_the_box_is_a_collision_and_the_robot_stops(worlds) -> None
         result = world.step((0.6, 0.0, 0.0))
         if result.done:
             break
-    assert result.outcome == "collision" and result.collision and not result.success
+    assert result.outcome == "collision"
+    assert result.collision
+    assert not result.success
     x, y, _ = world.odom().pose
     assert box.distance(x, y) < ROBOT_RADIUS_M + 0.05
     world.step((0.6, 0.0, 0.0))
@@ -189,8 +194,11 @@ def test_passing_on_the_wrong_side_is_not_success(worlds) -> None:
     for x in np.linspace(layout.start[0], layout.cup[0], 200):
         y = box.y - 0.6 if abs(x - box.x) < 0.8 else layout.cup[1]
         result = episode.update(float(x), float(x), float(y), contact=False)
-    assert result is not None and result.reached and not result.compliant
-    assert result.outcome == "wrong_side" and result.spl == 0.0
+    assert result is not None
+    assert result.reached
+    assert not result.compliant
+    assert result.outcome == "wrong_side"
+    assert result.spl == 0.0
     assert result.sides == ["right"]
 
 
@@ -215,7 +223,9 @@ def test_a_timeout_ends_the_episode(worlds) -> None:
     steps = int(world.scenario.time_limit_s / world.dt) + 1
     for _ in range(steps):
         result = world.step((0.0, 0.0, 0.0))
-    assert result.outcome == "timeout" and result.timeout and result.spl == 0.0
+    assert result.outcome == "timeout"
+    assert result.timeout
+    assert result.spl == 0.0
 
 
 def test_no_gl_backend_is_a_clear_error(tmp_path) -> None:
