@@ -247,6 +247,8 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
     records: list[EpisodeRecord] = []
     spinners: list[_Spin] = []
     stop = threading.Event()
+    wall_start = time.monotonic()
+    sim_s = 0.0
     try:
         sim = SimNode(
             context=context,
@@ -309,6 +311,7 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
     except KeyboardInterrupt:
         stop.set()
     finally:
+        sim_s = nodes[0].time_s if nodes else 0.0
         for spinner in reversed(spinners):
             spinner.close()
         for node in reversed(nodes):
@@ -316,6 +319,13 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
         if context.ok():
             rclpy.shutdown(context=context)
     summary = summarise(records, options)
+    wall_s = time.monotonic() - wall_start
+    summary["throughput"] = {
+        "wall_s": round(wall_s, 1),
+        "sim_s": round(sim_s, 1),
+        "achieved_real_time_factor": round(sim_s / wall_s, 3) if wall_s > 0 else 0.0,
+        "episodes_per_min": round(60.0 * len(records) / wall_s, 2) if wall_s > 0 else 0.0,
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     plot_trajectories(records, out)
     return summary
