@@ -6,6 +6,9 @@ step, the lidar scan and the camera at their own rates; frames are rendered on a
 (its own MjData and GL context, a one-slot mailbox that drops a frame the worker could not take),
 so rendering never blocks the executor. Commands arrive on `cmd_vel` (the safety node's output);
 a command older than `command_timeout_s` counts as zero, as a base controller's own watchdog does.
+With `sync_lag_s` > 0 the clock waits (up to `sync_timeout_s` wall) for the controller when its
+last command is older than that, so a loaded machine slows the sim down instead of starving the
+stack of sim time (the evaluation turns this on; a free-running sim is the default).
 
 Episodes: `~/reset` (std_srvs/Trigger) starts the scenario and seed in the `scenario`/`seed`
 parameters (set them first to choose). After a reset the robot is held at its new start pose
@@ -21,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -69,6 +73,16 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("image_size", 224, "square camera frame size (px)", min=16, max=1024, read_only=True),
     ParamSpec("settle_s", 0.5, "minimum hold after a reset", min=0.0, max=10.0),
     ParamSpec("command_timeout_s", 0.5, "older commands count as zero", min=0.01, max=10.0),
+    ParamSpec(
+        "sync_lag_s",
+        0.0,
+        "hold the clock while the last cmd_vel is older than this (sim s); 0 = free running",
+        min=0.0,
+        max=10.0,
+    ),
+    ParamSpec(
+        "sync_timeout_s", 0.5, "longest wall-clock hold before stepping anyway", min=0.01, max=60.0
+    ),
     ParamSpec("publish_instruction", True, "publish the scenario instruction while running"),
     ParamSpec("autostart", True, "start an episode at start-up"),
     *(
@@ -183,6 +197,9 @@ class SimNode(Node):
         self._next_camera = 0.0
         self._next_scan = 0.0
         self._instruction = ""
+        self._held_since: float | None = None
+        self.sync_holds = 0
+        self.sync_timeouts = 0
         self._episode_frames = 0
         self.episodes: list[dict[str, Any]] = []
 
@@ -276,6 +293,8 @@ class SimNode(Node):
                 "boxes": [[b.x, b.y, b.yaw, *b.size] for b in layout.boxes],
             },
             "frames": self._episode_frames,
+            "sync_holds": self.sync_holds,
+            "sync_timeouts": self.sync_timeouts,
             "result": world.result.as_dict(),
         }
         if self._state == "done":
@@ -288,8 +307,28 @@ class SimNode(Node):
             self._command = (msg.linear.x, msg.linear.y, msg.angular.z)
             self._command_t = self.time_s
 
+    def _waiting_for_controller(self) -> bool:
+        """Co-simulation sync: on a loaded machine the executor can fall behind the wall timer;
+        instead of letting sim time run away from the controller (which would look like the
+        safety node going silent), hold the clock until its next command, for a bounded time."""
+        lag = self._cfg["sync_lag_s"]
+        if lag <= 0.0 or self.time_s - self._command_t <= lag or self._command_t == -math.inf:
+            self._held_since = None
+            return False
+        wall = time.monotonic()
+        if self._held_since is None:
+            self._held_since = wall
+        if wall - self._held_since < self._cfg["sync_timeout_s"]:
+            self.sync_holds += 1
+            return True
+        self.sync_timeouts += 1
+        self._held_since = None
+        return False
+
     def _on_step(self) -> None:
         with self._lock:
+            if self._waiting_for_controller():
+                return
             dt = self._cfg["step_dt"]
             self._steps += 1
             self.time_s = self._steps * dt

@@ -50,6 +50,11 @@ per episode), the safety node's /cmd_vel at 50 Hz, the expert's raw command at 2
 50 Hz, scan 10 Hz, the episode status (settling/running/done with the result)."""
 
 
+SYNC_LAG_S = 0.06
+"""The sim holds its clock while the safety node's newest /cmd_vel is older than this (three
+50 Hz periods), so a busy machine slows the run down instead of faking silent outputs."""
+
+
 @dataclass(frozen=True)
 class EvalOptions:
     """One evaluation run; `languages` cycles per seed (e.g. ("en", "ko"))."""
@@ -249,12 +254,14 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
     stop = threading.Event()
     wall_start = time.monotonic()
     sim_s = 0.0
+    sync = (0, 0)
     try:
         sim = SimNode(
             context=context,
             parameter_overrides=[
                 Parameter("autostart", value=False),
                 Parameter("real_time_factor", value=float(options.real_time_factor)),
+                Parameter("sync_lag_s", value=SYNC_LAG_S),
             ],
         )
         nodes.append(sim)
@@ -312,6 +319,7 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
         stop.set()
     finally:
         sim_s = nodes[0].time_s if nodes else 0.0
+        sync = (nodes[0].sync_holds, nodes[0].sync_timeouts) if nodes else (0, 0)
         for spinner in reversed(spinners):
             spinner.close()
         for node in reversed(nodes):
@@ -320,6 +328,7 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
             rclpy.shutdown(context=context)
     summary = summarise(records, options)
     wall_s = time.monotonic() - wall_start
+    summary["sync"] = {"holds": sync[0], "timeouts": sync[1]}
     summary["throughput"] = {
         "wall_s": round(wall_s, 1),
         "sim_s": round(sim_s, 1),

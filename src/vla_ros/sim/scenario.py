@@ -23,7 +23,17 @@ import numpy as np
 
 from vla_ros.files import read_mapping
 
-SCENARIO_DIR = Path(__file__).resolve().parents[3] / "config" / "scenarios"
+
+def _scenario_dir() -> Path:
+    """config/scenarios in the source tree, else share/vla_ros/config/scenarios (pip, colcon)."""
+    import sys
+
+    source = Path(__file__).resolve().parents[3] / "config" / "scenarios"
+    installed = Path(sys.prefix) / "share" / "vla_ros" / "config" / "scenarios"
+    return source if source.is_dir() or not installed.is_dir() else installed
+
+
+SCENARIO_DIR = _scenario_dir()
 ROBOTS = ("mobile3", "arm7")
 SIDES = ("left", "right")
 LANGUAGES = ("en", "ko")
