@@ -72,7 +72,7 @@ def load_mujoco() -> Any:
     return mujoco
 
 
-def _mobile_mjcf(scenario: Scenario, image_size: int) -> str:
+def _mobile_mjcf(scenario: Scenario, image_size: int, cheap: bool = True) -> str:
     boxes = "\n".join(
         f'<body name="box{i}" mocap="true" pos="0 0 {b.size[2] / 2}">'
         f'<geom name="box{i}" type="box" size="{b.size[0] / 2} {b.size[1] / 2} {b.size[2] / 2}" '
@@ -83,17 +83,17 @@ def _mobile_mjcf(scenario: Scenario, image_size: int) -> str:
 <mujoco model="vla_ros_mobile3">
   <option timestep="{PHYSICS_DT_S}" gravity="0 0 0" integrator="implicitfast"/>
   <visual>
-    <quality shadowsize="0"/>
+    <quality shadowsize="{0 if cheap else 4096}"/>
     <global offwidth="{max(image_size, 64)}" offheight="{max(image_size, 64)}"/>
     <headlight ambient="0.45 0.45 0.45" diffuse="0.3 0.3 0.3" specular="0 0 0"/>
   </visual>
   <asset>
     <texture name="floor" type="2d" builtin="checker" width="64" height="64"
              rgb1="0.62 0.62 0.6" rgb2="0.5 0.5 0.48"/>
-    <material name="floor" texture="floor" texrepeat="12 12" reflectance="0"/>
+    <material name="floor" texture="floor" texrepeat="12 12" reflectance="{0 if cheap else 0.2}"/>
   </asset>
   <worldbody>
-    <light directional="true" castshadow="false" pos="0 0 4" dir="0.3 0.2 -1"
+    <light directional="true" castshadow="{str(not cheap).lower()}" pos="0 0 4" dir="0.3 0.2 -1"
            diffuse="0.6 0.6 0.6" specular="0 0 0"/>
     <geom name="floor" type="plane" size="8 8 0.1" material="floor" contype="0" conaffinity="0"/>
     <body name="base" pos="0 0 0.1">
@@ -136,6 +136,7 @@ class MobileWorld:
         lidar_rays: int = 360,
         lidar_range: float = 8.0,
         limits: BaseLimits | None = None,
+        cheap_lighting: bool = True,
     ) -> None:
         mujoco = load_mujoco()
 
@@ -147,9 +148,12 @@ class MobileWorld:
         self.scenario = scenario
         self.dt = dt
         self.image_size = image_size
+        self.cheap_lighting = cheap_lighting
         self.limits = limits or BaseLimits()
         self._substeps = substeps
-        self.model = mujoco.MjModel.from_xml_string(_mobile_mjcf(scenario, image_size))
+        self.model = mujoco.MjModel.from_xml_string(
+            _mobile_mjcf(scenario, image_size, cheap_lighting)
+        )
         self.data = mujoco.MjData(self.model)
         self._base = self.model.body("base").id
         self._chassis = self.model.geom("chassis").id
@@ -293,10 +297,11 @@ class Renderer:
             raise RenderUnavailableError(
                 f"offscreen rendering failed with MUJOCO_GL={backend}: {exc}; {GL_ADVICE}"
             ) from exc
-        flags = self._renderer.scene.flags
-        flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-        flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-        flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = 0
+        if world.cheap_lighting:
+            flags = self._renderer.scene.flags
+            flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+            flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+            flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = 0
 
     def render(self, snapshot: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB of the state in `snapshot`."""
