@@ -109,6 +109,7 @@ class EpisodeRecord:
     bag: str
     trajectory: list[tuple[float, float]] = field(default_factory=list)
     layout: dict[str, Any] = field(default_factory=dict)
+    foreign_publishers: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -122,6 +123,7 @@ class EpisodeRecord:
             "violations": self.violations[:20],
             "safety_interventions": self.interventions,
             "bag": self.bag,
+            "foreign_publishers": self.foreign_publishers,
         }
 
 
@@ -149,6 +151,7 @@ def aggregate(records: Sequence[EpisodeRecord]) -> dict[str, Any]:
         "vlm_calls_per_frame": sum(r.inferences for r in records) / frames if frames else 0.0,
         "safety_violations": sum(len(r.violations) for r in records),
         "safety_interventions": (sum(r.interventions for r in records) / n if n else 0.0),
+        "episodes_with_foreign_publishers": sum(bool(r.foreign_publishers) for r in records),
     }
 
 
@@ -165,6 +168,24 @@ def summarise(records: Sequence[EpisodeRecord], options: EvalOptions) -> dict[st
         "scenarios": {name: aggregate(group) for name, group in by_scenario.items()},
         "episode_results": [r.as_dict() for r in records],
     }
+
+
+EXPECTED_PUBLISHERS = {"/clock": 1, "/cmd_vel": 1, "/vla/cmd_raw": 1, "/vla/estop": 0}
+"""Publishers the run itself has; more means another process shares the ROS_DOMAIN_ID."""
+
+
+def _foreign_publishers(node: Any) -> list[str]:
+    """Topics with more publishers than this run has (its results would not be its own)."""
+    found = []
+    for topic, expected in EXPECTED_PUBLISHERS.items():
+        count = node.count_publishers(topic)
+        if count > expected:
+            found.append(f"{topic}: {count} publishers, expected {expected}")
+    if found:
+        node.get_logger().error(
+            f"another process publishes into this run (same ROS_DOMAIN_ID?): {'; '.join(found)}"
+        )
+    return found
 
 
 def _interventions(items: Sequence[Any]) -> float:
@@ -376,6 +397,7 @@ def _episode(
             if set(recorder.pending) <= optional:
                 break
         wait_until_wired([*nodes, recorder.node], 10.0, stop)
+        foreign = _foreign_publishers(sim)
         sim.set_parameters(
             [
                 Parameter("scenario", value=scenario.source),
@@ -424,6 +446,7 @@ def _episode(
         frames=int(status["frames"]),
         inferences=inferences,
         violations=[str(f) for f in findings],
+        foreign_publishers=foreign,
         interventions=_interventions(items),
         bag=str(bag),
         trajectory=status["trajectory"],
@@ -511,4 +534,10 @@ def print_summary(summary: dict[str, Any], title: str = "vla_ros sim eval") -> N
     for name, scenario in summary["scenarios"].items():
         row(name, scenario)
     row("all", summary)
-    Console(width=max(120, Console().width)).print(table)
+    console = Console(width=max(120, Console().width))
+    console.print(table)
+    if summary["episodes_with_foreign_publishers"]:
+        console.print(
+            f"[red]{summary['episodes_with_foreign_publishers']} episode(s) had foreign "
+            "publishers (another process on this ROS_DOMAIN_ID): their results are not valid[/red]"
+        )
