@@ -149,6 +149,7 @@ class MobileWorld:
         self.dt = dt
         self.image_size = image_size
         self.cheap_lighting = cheap_lighting
+        self.camera = "ego"
         self.limits = limits or BaseLimits()
         self._substeps = substeps
         self.model = mujoco.MjModel.from_xml_string(
@@ -281,15 +282,16 @@ class MobileWorld:
 
 
 class Renderer:
-    """Egocentric RGB frames of a world's model from `snapshot()`s, on its own MjData, so a
-    worker thread can render while the owner keeps stepping. Close it explicitly."""
+    """RGB frames of a world's camera (mobile: egocentric, arm: scene) from `snapshot()`s, on
+    its own MjData, so a worker thread can render while the owner keeps stepping. Close it
+    explicitly (MuJoCo's GL context otherwise fails at interpreter exit)."""
 
-    def __init__(self, world: MobileWorld, camera: str = "ego") -> None:
+    def __init__(self, world: Any, camera: str | None = None) -> None:
         mujoco = load_mujoco()
 
         self._model = world.model
         self._data = mujoco.MjData(world.model)
-        self._camera = camera
+        self._camera = camera or world.camera
         try:
             self._renderer = mujoco.Renderer(world.model, world.image_size, world.image_size)
         except Exception as exc:  # MuJoCo raises several types when no GL context can be made
