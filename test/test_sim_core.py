@@ -242,3 +242,83 @@ def test_no_gl_backend_is_a_clear_error(tmp_path) -> None:
     assert done.returncode != 0
     assert "RenderUnavailableError: cannot load MuJoCo with MUJOCO_GL=nonsense" in done.stderr
     assert "MUJOCO_GL=egl" in done.stderr
+
+
+ARM = [f"arm_{t}_{c}" for t in ("reach", "pick") for c in ("red", "green", "blue")]
+
+
+@pytest.fixture(scope="module")
+def arm_worlds():
+    from vla_ros.sim.arm import ArmWorld
+
+    return {name: ArmWorld(resolve_scenarios(name)[0]) for name in ARM}
+
+
+def _run_arm(world, seed: int, expert=None):
+    from vla_ros.sim.arm import ArmExpert
+
+    world.reset(seed)
+    expert = expert or ArmExpert(world, seed)
+    trace = []
+    for _ in range(int(world.scenario.time_limit_s / world.dt) + 2):
+        result = world.step(expert.command(world.dt))
+        trace.append(tuple(world.ee_position()))
+        if result.done:
+            break
+    return result, trace
+
+
+@pytest.mark.parametrize("name", ARM)
+def test_the_arm_expert_reaches_and_picks_the_instructed_block(arm_worlds, name) -> None:
+    world = arm_worlds[name]
+    assert world.scenario.text("en")
+    assert world.scenario.text("ko")
+    for seed in (0, 1):
+        result, _ = _run_arm(world, seed)
+        assert result.outcome == "success", result
+        assert result.compliant
+        assert 0.3 < result.spl <= 1.0
+        if world.scenario.task == "pick":
+            assert result.grasped == world.scenario.target
+            assert world.block_position(world.scenario.target)[2] > 0.08
+
+
+def test_the_arm_is_deterministic_and_the_blocks_move_with_the_seed(arm_worlds) -> None:
+    world = arm_worlds["arm_pick_green"]
+    assert _run_arm(world, 5)[1] == _run_arm(world, 5)[1]
+    world.reset(5)
+    first = {c: tuple(world.block_position(c)) for c in world.scenario.blocks}
+    world.reset(6)
+    assert first != {c: tuple(world.block_position(c)) for c in world.scenario.blocks}
+
+
+def test_reaching_the_wrong_block_and_hitting_the_table_end_the_episode(arm_worlds) -> None:
+    from vla_ros.sim.arm import ArmExpert
+
+    world = arm_worlds["arm_reach_red"]
+    world.reset(2)
+    result, _ = _run_arm(world, 2, ArmExpert(world, 2, target="blue"))
+    assert result.outcome == "wrong_block"
+    assert not result.compliant
+    assert not result.success
+    world.reset(2)
+    for _ in range(200):
+        result = world.step(((0.0, 0.0, -0.25, 0.0, 0.0, 0.0), 1.0))
+        if result.done:
+            break
+    assert result.outcome == "collision"
+    assert result.collision
+
+
+def test_arm_twists_are_servoed_through_the_jacobian(arm_worlds) -> None:
+    world = arm_worlds["arm_reach_blue"]
+    world.reset(0)
+    start = world.ee_position()
+    for _ in range(10):
+        world.step(((0.1, 0.0, 0.0, 0.0, 0.0, 0.0), None))
+    moved = world.ee_position() - start
+    assert moved[0] == pytest.approx(0.02, abs=0.003)
+    assert abs(moved[1]) < 0.002
+    assert abs(moved[2]) < 0.002
+    world.step(((float("nan"),) * 6, 1.0))
+    assert world.ee_position() == pytest.approx(start + moved, abs=1e-9)

@@ -398,11 +398,15 @@ class ArmExpert:
 
     A proportional controller on the pinch point (speed-limited to the safety limits of
     config/arm.yaml) and on the hand orientation; with `noise` the twist gets smooth random
-    noise so demonstrations contain corrections.
+    noise so demonstrations contain corrections. `target` overrides the instructed block (tests
+    of the wrong-block rule).
     """
 
-    def __init__(self, world: ArmWorld, seed: int = 0, noise: float = 0.0) -> None:
+    def __init__(
+        self, world: ArmWorld, seed: int = 0, noise: float = 0.0, target: str | None = None
+    ) -> None:
         self.world = world
+        self.target = target or world.scenario.target
         self.phase = "above"
         self._wait_s = 0.0
         self._noise = noise
@@ -411,7 +415,7 @@ class ArmExpert:
 
     def command(self, dt: float) -> tuple[np.ndarray, float]:
         world = self.world
-        block = world.block_position(world.scenario.target)
+        block = world.block_position(self.target)
         top = block[2] + BLOCK_SIZE_M / 2
         ee = world.ee_position()
         gripper = 1.0

@@ -309,8 +309,6 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
         for node in nodes:
             executor.add_node(node)
         spinners.append(_Spin(executor, "sim_eval_spin"))
-        record_executor = make_executor(context)
-        spinners.append(_Spin(record_executor, "sim_eval_record"))
         bags = out / "bags"
         bags.mkdir(exist_ok=True)
         index = 0
@@ -326,7 +324,7 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
                     sim=sim,
                     nodes=nodes,
                     context=context,
-                    record_executor=record_executor,
+                    executor=executor,
                     bag=bags / f"{scenario.name}_seed{seed}_{language}",
                     reset_sim=reset_sim,
                     reset_policy=reset_policy if options.driver == "policy" else None,
@@ -370,7 +368,7 @@ def _episode(
     sim: Any,
     nodes: Sequence[Any],
     context: Any,
-    record_executor: Any,
+    executor: Any,
     bag: Path,
     reset_sim: Any,
     reset_policy: Any,
@@ -389,7 +387,9 @@ def _episode(
     recorder = BagRecorder(
         options.topics, bag, context=context, keep=True, use_sim_time=True, overwrite=True
     )
-    record_executor.add_node(recorder.node)
+    # On the stack's executor, not a thread of its own: receive times follow the sim clock, and
+    # a recorder starved on another thread would stamp late messages with a later clock.
+    executor.add_node(recorder.node)
     try:
         deadline = time.monotonic() + 10.0
         while recorder.pending and time.monotonic() < deadline and not stop.wait(0.02):
@@ -425,7 +425,7 @@ def _episode(
         while sim.time_s < end and not stop.wait(0.01):
             pass
     finally:
-        record_executor.remove_node(recorder.node)
+        executor.remove_node(recorder.node)
         recorder.stop()
     items = recorder.snapshot()
     inferences = sum(1 for item in items if item.topic == "/vla/inference_event")
