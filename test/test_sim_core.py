@@ -257,11 +257,11 @@ def arm_worlds():
 def _run_arm(world, seed: int, expert=None):
     from vla_ros.sim.arm import ArmExpert
 
-    world.reset(seed)
-    expert = expert or ArmExpert(world, seed)
+    layout = world.reset(seed)
+    expert = expert or ArmExpert(world.scenario, layout, seed)
     trace = []
     for _ in range(int(world.scenario.time_limit_s / world.dt) + 2):
-        result = world.step(expert.command(world.dt))
+        result = world.step(expert.command(world.ee_position(), world.ee_rotation(), world.dt))
         trace.append(tuple(world.ee_position()))
         if result.done:
             break
@@ -296,8 +296,8 @@ def test_reaching_the_wrong_block_and_hitting_the_table_end_the_episode(arm_worl
     from vla_ros.sim.arm import ArmExpert
 
     world = arm_worlds["arm_reach_red"]
-    world.reset(2)
-    result, _ = _run_arm(world, 2, ArmExpert(world, 2, target="blue"))
+    layout = world.reset(2)
+    result, _ = _run_arm(world, 2, ArmExpert(world.scenario, layout, 2, target="blue"))
     assert result.outcome == "wrong_block"
     assert not result.compliant
     assert not result.success

@@ -28,14 +28,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from geometry_msgs.msg import Twist
+from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, LaserScan
-from std_msgs.msg import String
+from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 
 from vla_ros.nodes.common import (
@@ -57,7 +57,10 @@ TOPIC_PARAMS: tuple[tuple[str, str, str], ...] = (
     ("camera_topic", "camera/image_raw", "rendered rgb8 camera frames"),
     ("odom_topic", "odom", "nav_msgs/Odometry (ground truth)"),
     ("scan_topic", "scan", "sensor_msgs/LaserScan from the 2-D lidar"),
-    ("cmd_topic", "cmd_vel", "geometry_msgs/Twist commands (the safety node's output)"),
+    ("cmd_topic", "cmd_vel", "mobile3: geometry_msgs/Twist commands (the safety node's output)"),
+    ("servo_topic", "servo_node/delta_twist_cmds", "arm7: TwistStamped end-effector twist"),
+    ("gripper_topic", "gripper/command", "arm7: std_msgs/Float64 gripper (1 open, 0 closed)"),
+    ("ee_pose_topic", "vla/ee_pose", "arm7: geometry_msgs/PoseStamped of the end effector"),
     ("instruction_topic", "vla/instruction", "the scenario's instruction (latched)"),
     ("episode_topic", "~/episode", "episode state and result, JSON (latched)"),
 )
@@ -96,6 +99,10 @@ def _validate(values: Mapping[str, Any]) -> str | None:
     if abs(round(values["step_dt"] / 0.005) * 0.005 - values["step_dt"]) > 1e-9:
         return f"step_dt must be a multiple of 0.005 s, got {values['step_dt']}"
     return topic_name_problem(values, [name for name, _, _ in TOPIC_PARAMS])
+
+
+def _xyz(vector: Any) -> tuple[float, float, float]:
+    return (vector.x, vector.y, vector.z)
 
 
 def _stamp(t: float) -> Any:
@@ -192,7 +199,8 @@ class SimNode(Node):
         self._state_since = 0.0
         self.time_s = 0.0
         self._steps = 0
-        self._command = (0.0, 0.0, 0.0)
+        self._command: tuple[float, ...] = (0.0, 0.0, 0.0)
+        self._gripper: float | None = None
         self._command_t = -math.inf
         self._next_camera = 0.0
         self._next_scan = 0.0
@@ -209,7 +217,10 @@ class SimNode(Node):
         image_pub = self.create_publisher(Image, cfg["camera_topic"], SENSOR_QOS)
         self._instruction_pub = self.create_publisher(String, cfg["instruction_topic"], LATCHED_QOS)
         self._episode_pub = self.create_publisher(String, cfg["episode_topic"], LATCHED_QOS)
+        self._pose_pub = self.create_publisher(PoseStamped, cfg["ee_pose_topic"], SENSOR_QOS)
         self.create_subscription(Twist, cfg["cmd_topic"], self._on_cmd, COMMAND_QOS)
+        self.create_subscription(TwistStamped, cfg["servo_topic"], self._on_servo, COMMAND_QOS)
+        self.create_subscription(Float64, cfg["gripper_topic"], self._on_gripper, COMMAND_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self._frames = _FrameWorker(self, image_pub)
         self._timer = self.create_timer(self._period(cfg.values), self._on_step)
@@ -227,11 +238,13 @@ class SimNode(Node):
 
     # ------------------------------------------------------------------ episodes
     def _world_for(self, scenario: Scenario) -> Any:
+        from vla_ros.sim.arm import ArmWorld
         from vla_ros.sim.world import MobileWorld
 
         key = scenario.source
         if key not in self._worlds:
-            self._worlds[key] = MobileWorld(
+            kind = MobileWorld if scenario.robot == "mobile3" else ArmWorld
+            self._worlds[key] = kind(
                 scenario, dt=self._cfg["step_dt"], image_size=self._cfg["image_size"]
             )
         return self._worlds[key]
@@ -243,18 +256,19 @@ class SimNode(Node):
             if len(scenarios) != 1:
                 raise ScenarioError(f"scenario {self._cfg['scenario']!r} names {len(scenarios)}")
             scenario = scenarios[0]
-            if scenario.robot != "mobile3":
-                raise ScenarioError(f"{scenario.source}: only mobile3 scenarios run in vla_sim")
             text = scenario.text(self._cfg["language"])
             world = self._world_for(scenario)
         except (ScenarioError, FileNotFoundError, ValueError) as exc:
             return False, str(exc)
         with self._lock:
             if self._state in ("settling", "running") and self._world is not None:
-                self._world.episode.abort()
+                self._world.abort()
                 self._publish_episode()
             self._world = world
             self._scenario = scenario
+            self._command = (0.0,) * (3 if scenario.robot == "mobile3" else 6)
+            self._command_t = -math.inf
+            self._gripper = None
             world.reset(int(self._cfg["seed"]))
             self._instruction = text
             self._episode_frames = 0
@@ -287,10 +301,12 @@ class SimNode(Node):
             "source": scenario.source,
             "seed": layout.seed,
             "instruction": self._instruction,
+            "robot": scenario.robot,
             "layout": {
                 "start": layout.start,
                 "cup": layout.cup,
                 "boxes": [[b.x, b.y, b.yaw, *b.size] for b in layout.boxes],
+                "blocks": [list(block) for block in layout.blocks],
             },
             "frames": self._episode_frames,
             "sync_holds": self.sync_holds,
@@ -298,14 +314,26 @@ class SimNode(Node):
             "result": world.result.as_dict(),
         }
         if self._state == "done":
-            self.episodes.append({**status, "trajectory": list(world.episode.trajectory)})
+            self.episodes.append({**status, "trajectory": list(world.trajectory)})
         self._episode_pub.publish(String(data=json.dumps(status, allow_nan=False, default=str)))
 
     # ------------------------------------------------------------------ stepping
     def _on_cmd(self, msg: Twist) -> None:
         with self._lock:
-            self._command = (msg.linear.x, msg.linear.y, msg.angular.z)
-            self._command_t = self.time_s
+            if self._scenario is not None and self._scenario.robot == "mobile3":
+                self._command = (msg.linear.x, msg.linear.y, msg.angular.z)
+                self._command_t = self.time_s
+
+    def _on_servo(self, msg: TwistStamped) -> None:
+        t = msg.twist
+        with self._lock:
+            if self._scenario is not None and self._scenario.robot == "arm7":
+                self._command = (t.linear.x, t.linear.y, t.linear.z, *_xyz(t.angular))
+                self._command_t = self.time_s
+
+    def _on_gripper(self, msg: Float64) -> None:
+        with self._lock:
+            self._gripper = msg.data
 
     def _waiting_for_controller(self) -> bool:
         """Co-simulation sync: on a loaded machine the executor can fall behind the wall timer;
@@ -337,13 +365,14 @@ class SimNode(Node):
             if world is None:
                 return
             fresh = self.time_s - self._command_t <= self._cfg["command_timeout_s"]
-            command = self._command if fresh else (0.0, 0.0, 0.0)
+            command = self._command if fresh else (0.0,) * len(self._command)
             if self._state == "settling":
                 if self.time_s - self._state_since >= self._cfg["settle_s"] and not any(command):
                     self._set_state("running")
                     self._set_instruction(self._instruction)
             elif self._state == "running":
-                result = world.step(command)
+                arm = len(command) == 6
+                result = world.step((command, self._gripper) if arm else command)
                 if result.done:
                     self._set_state("done")
                     self._set_instruction("")
@@ -351,6 +380,27 @@ class SimNode(Node):
 
     def _publish_sensors(self, world: Any) -> None:
         t = self.time_s
+        if len(self._command) == 6:
+            self._publish_pose(world, t)
+        else:
+            self._publish_mobile(world, t)
+        if t + 1e-9 >= self._next_camera and self._frames is not None:
+            self._next_camera = t + 1.0 / self._cfg["camera_rate_hz"]
+            self._frames.submit(world, world.snapshot(), t)
+            if self._state == "running":
+                self._episode_frames += 1
+
+    def _publish_pose(self, world: Any, t: float) -> None:
+        (x, y, z), (qw, qx, qy, qz) = world.ee_pose()
+        msg = PoseStamped()
+        msg.header.stamp = _stamp(t)
+        msg.header.frame_id = "base_link"
+        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = x, y, z
+        q = msg.pose.orientation
+        q.w, q.x, q.y, q.z = qw, qx, qy, qz
+        self._pose_pub.publish(msg)
+
+    def _publish_mobile(self, world: Any, t: float) -> None:
         odom = world.odom()
         msg = Odometry()
         msg.header.stamp = _stamp(t)
@@ -376,11 +426,6 @@ class SimNode(Node):
             laser.range_min, laser.range_max = scan.range_min, scan.range_max
             laser.ranges = scan.ranges.tolist()
             self._scan_pub.publish(laser)
-        if t + 1e-9 >= self._next_camera and self._frames is not None:
-            self._next_camera = t + 1.0 / self._cfg["camera_rate_hz"]
-            self._frames.submit(world, world.snapshot(), t)
-            if self._state == "running":
-                self._episode_frames += 1
 
     @property
     def state(self) -> str:

@@ -36,6 +36,13 @@ GRASP_RADIUS_M = 0.018
 HOME_EE = (0.35, 0.0, 0.3)
 
 
+def down_error(rotation: np.ndarray) -> np.ndarray:
+    """Rotation vector turning the hand's z axis onto world -z and its y axis onto world y."""
+    z_err = np.cross(rotation[:, 2], np.array([0.0, 0.0, -1.0]))
+    y_err = np.cross(rotation[:, 1], np.array([0.0, 1.0, 0.0]))
+    return z_err + 0.5 * y_err
+
+
 def _arm_mjcf(scenario: Scenario, image_size: int) -> str:
     half = BLOCK_SIZE_M / 2
     blocks = "\n".join(
@@ -202,12 +209,8 @@ class ArmWorld:
         mujoco.mju_mat2Quat(quat, self.data.site_xmat[self._ee])
         return tuple(self.ee_position()), tuple(quat)  # type: ignore[return-value]
 
-    def ee_down_error(self) -> np.ndarray:
-        """Rotation vector turning the hand's z axis onto world -z and its y axis onto world y."""
-        rot = self.data.site_xmat[self._ee].reshape(3, 3)
-        z_err = np.cross(rot[:, 2], np.array([0.0, 0.0, -1.0]))
-        y_err = np.cross(rot[:, 1], np.array([0.0, 1.0, 0.0]))
-        return z_err + 0.5 * y_err
+    def ee_rotation(self) -> np.ndarray:
+        return self.data.site_xmat[self._ee].reshape(3, 3).copy()
 
     def block_position(self, colour: str) -> np.ndarray:
         return self.data.mocap_pos[self._mocap[colour]].copy()
@@ -245,7 +248,9 @@ class ArmWorld:
         mujoco.mj_forward(self.model, self.data)
         home = np.array(HOME_EE)
         for _ in range(200):
-            error = np.concatenate([(home - self.ee_position()) * 5.0, self.ee_down_error() * 5.0])
+            error = np.concatenate(
+                [(home - self.ee_position()) * 5.0, down_error(self.ee_rotation()) * 5.0]
+            )
             self._servo(error)
             mujoco.mj_forward(self.model, self.data)
         self._gripper = 1.0
@@ -380,6 +385,11 @@ class ArmWorld:
             result.timeout = True
             self._finish("timeout")
 
+    def abort(self) -> None:
+        """End a running episode early (a reset mid-episode)."""
+        if self._result is not None and not self._result.done:
+            self._finish("aborted")
+
     def _finish(self, outcome: str) -> None:
         result = self.result
         result.outcome = outcome
@@ -396,37 +406,44 @@ class ArmWorld:
 class ArmExpert:
     """Scripted pick/reach: over the block, down, (close, lift), holding the hand pointing down.
 
-    A proportional controller on the pinch point (speed-limited to the safety limits of
-    config/arm.yaml) and on the hand orientation; with `noise` the twist gets smooth random
-    noise so demonstrations contain corrections. `target` overrides the instructed block (tests
-    of the wrong-block rule).
+    Works from what a robot observes (the end-effector pose) plus the block placement of the
+    episode, so the same script drives the world in process and the ROS expert node. A
+    proportional controller on the pinch point (speed-limited inside config/arm.yaml's safety
+    limits) and on the hand orientation; with `noise` the twist gets smooth random noise so
+    demonstrations contain corrections. `target` overrides the instructed block (tests of the
+    wrong-block rule).
     """
 
     def __init__(
-        self, world: ArmWorld, seed: int = 0, noise: float = 0.0, target: str | None = None
+        self,
+        scenario: Scenario,
+        layout: Layout,
+        seed: int = 0,
+        noise: float = 0.0,
+        target: str | None = None,
     ) -> None:
-        self.world = world
-        self.target = target or world.scenario.target
+        self.task = scenario.task
+        self.target = target or scenario.target
+        x, y = next((bx, by) for colour, bx, by in layout.blocks if colour == self.target)
+        self.block = np.array([x, y, BLOCK_SIZE_M / 2])
         self.phase = "above"
         self._wait_s = 0.0
         self._noise = noise
         self._rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xA27])
         self._ou = np.zeros(3)
 
-    def command(self, dt: float) -> tuple[np.ndarray, float]:
-        world = self.world
-        block = world.block_position(self.target)
+    def command(self, ee: np.ndarray, rotation: np.ndarray, dt: float) -> tuple[np.ndarray, float]:
+        """(twist6, gripper) for the hand at `ee` with orientation matrix `rotation` (3x3)."""
+        block = self.block
         top = block[2] + BLOCK_SIZE_M / 2
-        ee = world.ee_position()
         gripper = 1.0
-        if self.phase == "above":
-            goal = np.array([block[0], block[1], top + 0.1])
-            if np.linalg.norm(goal - ee) < 0.01:
-                self.phase = "down"
+        goal = np.array([block[0], block[1], top + 0.1])
+        if self.phase == "above" and np.linalg.norm(goal - ee) < 0.01:
+            self.phase = "down"
         if self.phase == "down":
-            depth = REACH_ABOVE_M if world.scenario.task == "reach" else -BLOCK_SIZE_M / 2
+            depth = REACH_ABOVE_M if self.task == "reach" else -BLOCK_SIZE_M / 2
             goal = np.array([block[0], block[1], top + depth])
-            if world.scenario.task == "pick" and np.linalg.norm(goal - ee) < 0.004:
+            if self.task == "pick" and np.linalg.norm(goal - ee) < 0.004:
                 self.phase = "close"
         if self.phase == "close":
             goal, gripper = ee, 0.0
@@ -434,7 +451,7 @@ class ArmExpert:
             if self._wait_s > 0.5:
                 self.phase = "lift"
         if self.phase == "lift":
-            goal, gripper = np.array([block[0], block[1], self.world._lifted_from + 0.15]), 0.0
+            goal, gripper = np.array([block[0], block[1], block[2] + 0.15]), 0.0
         linear = (goal - ee) * 3.0
         speed = float(np.linalg.norm(linear))
         if speed > 0.2:
@@ -442,5 +459,5 @@ class ArmExpert:
         if self._noise > 0.0 and self.phase == "above":
             self._ou = 0.9 * self._ou + 0.1 * self._rng.standard_normal(3) * self._noise
             linear = linear + self._ou
-        angular = np.clip(world.ee_down_error() * 3.0, -0.7, 0.7)
+        angular = np.clip(down_error(rotation) * 3.0, -0.7, 0.7)
         return np.concatenate([linear, angular]), gripper

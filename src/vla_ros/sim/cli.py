@@ -101,13 +101,13 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from vla_ros.sim.evaluate import COLLECT_TOPICS, print_summary, run_eval
+    from vla_ros.sim.evaluate import print_summary, record_topics, run_eval
 
-    options = _options(args, driver="expert", noise=args.noise, topics=COLLECT_TOPICS)
+    options = _options(args, driver="expert", noise=args.noise, demonstrations=True)
     summary = run_eval(options, progress=_progress)  # type: ignore[arg-type]
     print_summary(summary, title="vla_ros sim collect")
     index = {
-        "topics": list(COLLECT_TOPICS),
+        "topics": list(record_topics(options.robot, demonstrations=True)),  # type: ignore[attr-defined]
         "episodes": [
             {k: e[k] for k in ("scenario", "seed", "language", "outcome", "success", "bag")}
             for e in summary["episode_results"]

@@ -25,29 +25,46 @@ from typing import Any
 
 from vla_ros.sim.scenario import Scenario
 
-EVAL_TOPICS = (
-    "/cmd_vel",
-    "/vla/cmd_raw",
+ROBOT_TOPICS = {
+    "mobile3": {
+        "output": "/cmd_vel",
+        "raw": "/vla/cmd_raw",
+        "record": ("/cmd_vel", "/vla/cmd_raw", "/odom"),
+        "demo": ("/scan",),
+    },
+    "arm7": {
+        "output": "/servo_node/delta_twist_cmds",
+        "raw": "/vla/arm_cmd_raw",
+        "record": (
+            "/servo_node/delta_twist_cmds",
+            "/gripper/command",
+            "/vla/arm_cmd_raw",
+            "/vla/gripper_raw",
+            "/vla/ee_pose",
+        ),
+        "demo": (),
+    },
+}
+COMMON_TOPICS = (
     "/vla/estop",
     "/vla_safety/status",
-    "/odom",
     "/vla/instruction",
     "/vla_sim/episode",
     "/vla/inference_event",
 )
-COLLECT_TOPICS = (
-    "/camera/image_raw",
-    "/vla/instruction",
-    "/cmd_vel",
-    "/vla/cmd_raw",
-    "/odom",
-    "/scan",
-    "/vla_sim/episode",
-    "/vla_safety/status",
-)
-"""What a demonstration bag holds: camera 10 Hz (rgb8 224x224), the instruction (latched, once
-per episode), the safety node's /cmd_vel at 50 Hz, the expert's raw command at 20 Hz, odometry
-50 Hz, scan 10 Hz, the episode status (settling/running/done with the result)."""
+OPTIONAL_TOPICS = frozenset({"/vla/estop", "/vla/inference_event"})
+"""Recorded when someone publishes them; an episode does not wait for them."""
+STACK_MODE = {"mobile3": "mobile", "arm7": "arm"}
+
+
+def record_topics(robot: str, demonstrations: bool = False) -> tuple[str, ...]:
+    """What an episode bag holds. Demonstrations (`sim collect`) add the camera (rgb8 at the
+    model size, 10 Hz) and the lidar scan: with the instruction (latched, once per episode),
+    the safety node's command output (50 Hz), the expert's raw command (20 Hz), odometry or the
+    end-effector pose (50 Hz) and the episode status, what a real robot would log."""
+    topics = ROBOT_TOPICS[robot]
+    extra = ("/camera/image_raw", *topics["demo"]) if demonstrations else ()
+    return (*topics["record"], *COMMON_TOPICS, *extra)
 
 
 SYNC_LAG_S = 0.04
@@ -69,7 +86,7 @@ class EvalOptions:
     languages: Sequence[str] = ("en",)
     real_time_factor: float = 1.0
     noise: bool = False
-    topics: Sequence[str] = EVAL_TOPICS
+    demonstrations: bool = False
     params_file: str | None = None
     wall_timeout_s: float | None = None
 
@@ -85,8 +102,15 @@ class EvalOptions:
         if not self.scenarios:
             raise ValueError("no scenarios to run")
         robots = {s.robot for s in self.scenarios}
-        if robots != {"mobile3"}:
-            raise ValueError(f"only mobile3 scenarios run through the stack, got {sorted(robots)}")
+        if len(robots) != 1:
+            raise ValueError(
+                f"one run drives one robot: the scenarios mix {sorted(robots)} "
+                "(run --scenarios mobile and --scenarios arm separately)"
+            )
+
+    @property
+    def robot(self) -> str:
+        return self.scenarios[0].robot
         if self.driver == "policy" and not (Path(self.model_dir) / "policy.yaml").is_file():
             raise FileNotFoundError(
                 f"model directory {self.model_dir} has no policy.yaml: "
@@ -170,14 +194,13 @@ def summarise(records: Sequence[EpisodeRecord], options: EvalOptions) -> dict[st
     }
 
 
-EXPECTED_PUBLISHERS = {"/clock": 1, "/cmd_vel": 1, "/vla/cmd_raw": 1, "/vla/estop": 0}
-"""Publishers the run itself has; more means another process shares the ROS_DOMAIN_ID."""
-
-
-def _foreign_publishers(node: Any) -> list[str]:
-    """Topics with more publishers than this run has (its results would not be its own)."""
+def _foreign_publishers(node: Any, robot: str) -> list[str]:
+    """Topics with more publishers than this run has (its results would not be its own):
+    another process shares the ROS_DOMAIN_ID."""
     found = []
-    for topic, expected in EXPECTED_PUBLISHERS.items():
+    topics = ROBOT_TOPICS[robot]
+    expected_counts = {"/clock": 1, topics["output"]: 1, topics["raw"]: 1, "/vla/estop": 0}
+    for topic, expected in expected_counts.items():
         count = node.count_publishers(topic)
         if count > expected:
             found.append(f"{topic}: {count} publishers, expected {expected}")
@@ -188,18 +211,19 @@ def _foreign_publishers(node: Any) -> list[str]:
     return found
 
 
-def _interventions(items: Sequence[Any]) -> float:
+def _interventions(items: Sequence[Any], robot: str) -> float:
     """Fraction of safety outputs that differ from the newest raw command (limited or stopped)."""
     from vla_ros.bag.io import deserialize
     from vla_ros.safety.config import twist_vector
 
+    raw, output = ROBOT_TOPICS[robot]["raw"], ROBOT_TOPICS[robot]["output"]
     latest: tuple[float, ...] | None = None
     changed = total = 0
     for item in sorted(items, key=lambda i: i.receive_ns):
-        if item.topic not in ("/vla/cmd_raw", "/cmd_vel"):
+        if item.topic not in (raw, output):
             continue
         vector = twist_vector(deserialize(item.data, item.msgtype, item.topic))
-        if item.topic == "/vla/cmd_raw":
+        if item.topic == raw:
             latest = vector
         elif latest is not None:
             total += 1
@@ -261,7 +285,7 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     stack = StackOptions(
-        mode="mobile",
+        mode=STACK_MODE[options.robot],
         model_dir=options.model_dir,
         params_file=options.params_file,
         use_sim_time=True,
@@ -385,7 +409,12 @@ def _episode(
 
     shutil.rmtree(bag, ignore_errors=True)
     recorder = BagRecorder(
-        options.topics, bag, context=context, keep=True, use_sim_time=True, overwrite=True
+        record_topics(options.robot, options.demonstrations),
+        bag,
+        context=context,
+        keep=True,
+        use_sim_time=True,
+        overwrite=True,
     )
     # On the stack's executor, not a thread of its own: receive times follow the sim clock, and
     # a recorder starved on another thread would stamp late messages with a later clock.
@@ -393,11 +422,10 @@ def _episode(
     try:
         deadline = time.monotonic() + 10.0
         while recorder.pending and time.monotonic() < deadline and not stop.wait(0.02):
-            optional = {"/vla/estop", "/vla/inference_event"}
-            if set(recorder.pending) <= optional:
+            if set(recorder.pending) <= OPTIONAL_TOPICS:
                 break
         wait_until_wired([*nodes, recorder.node], 10.0, stop)
-        foreign = _foreign_publishers(sim)
+        foreign = _foreign_publishers(sim, options.robot)
         sim.set_parameters(
             [
                 Parameter("scenario", value=scenario.source),
@@ -447,7 +475,7 @@ def _episode(
         inferences=inferences,
         violations=[str(f) for f in findings],
         foreign_publishers=foreign,
-        interventions=_interventions(items),
+        interventions=_interventions(items, options.robot),
         bag=str(bag),
         trajectory=status["trajectory"],
         layout=status["layout"],
@@ -462,7 +490,7 @@ def plot_trajectories(records: Sequence[EpisodeRecord], out: Path) -> list[Path]
     import matplotlib.pyplot as plt
     from matplotlib.patches import Polygon
 
-    from vla_ros.sim.scenario import Box
+    from vla_ros.sim.scenario import BLOCK_COLOURS, Box
 
     by_scenario: dict[str, list[EpisodeRecord]] = defaultdict(list)
     for record in records:
@@ -477,8 +505,10 @@ def plot_trajectories(records: Sequence[EpisodeRecord], out: Path) -> list[Path]
                     Polygon(box.corners(), closed=True, fc="#b8864d", ec="none", alpha=0.15)
                 )
             cup = record.layout.get("cup")
-            if cup:
+            if cup and record.layout.get("boxes"):
                 ax.plot(*cup, "o", color="#d62728", ms=4)
+            for colour, x, y in record.layout.get("blocks", []):
+                ax.plot(x, y, "s", color=BLOCK_COLOURS[colour], ms=5, alpha=0.5)
             if record.trajectory:
                 xs, ys = zip(*record.trajectory, strict=True)
                 ok = record.result.get("success")
@@ -487,7 +517,7 @@ def plot_trajectories(records: Sequence[EpisodeRecord], out: Path) -> list[Path]
         ax.set_title(f"{name}: {successes}/{len(group)} success")
         ax.set_aspect("equal")
         ax.set_xlabel("x (m)")
-        ax.set_ylabel("y (m), left +")
+        ax.set_ylabel("y (m), left +" if group[0].layout.get("boxes") else "y (m)")
         ax.grid(alpha=0.3)
         path = out / f"trajectories_{name}.png"
         fig.tight_layout()

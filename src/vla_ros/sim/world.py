@@ -196,6 +196,15 @@ class MobileWorld:
         self.episode.update(0.0, *layout.start[:2], self.in_contact())
         return layout
 
+    def abort(self) -> None:
+        """End a running episode early (a reset mid-episode)."""
+        if self.episode is not None:
+            self.episode.abort()
+
+    @property
+    def trajectory(self) -> list[tuple[float, float]]:
+        return self.episode.trajectory if self.episode is not None else []
+
     @property
     def result(self) -> EpisodeResult:
         if self.episode is None:
