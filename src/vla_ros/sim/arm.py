@@ -366,13 +366,13 @@ class ArmWorld:
                     and np.linalg.norm(point - ee) <= self.scenario.goal_tolerance_m
                 ):
                     wrong = colour
-            result.reached = result.final_distance_m <= self.scenario.goal_tolerance_m
+            result.reached = bool(result.final_distance_m <= self.scenario.goal_tolerance_m)
         else:
             if result.grasped is not None and result.grasped != self.scenario.target:
                 wrong = result.grasped
             held = self._hold is not None and self._hold.colour == self.scenario.target
             lifted = self.block_position(self.scenario.target)[2] - self._lifted_from
-            result.reached = held and lifted >= LIFT_M
+            result.reached = bool(held and lifted >= LIFT_M)
         if self.in_contact():
             result.collision = True
             self._finish("collision")

@@ -18,7 +18,8 @@ import shutil
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,24 +233,44 @@ def _interventions(items: Sequence[Any], robot: str) -> float:
 
 
 class _Spin:
-    """Spins an executor on a thread until stopped; re-raises its error on exit."""
+    """Spins an executor on a thread until stopped; `paused()` holds it between two spins, so
+    nodes can be added and destroyed safely; `close()` re-raises the spin thread's error."""
 
     def __init__(self, executor: Any, name: str) -> None:
         self.executor = executor
         self.stop = threading.Event()
         self.error: BaseException | None = None
+        self._running = threading.Event()
+        self._running.set()
+        self._idle = threading.Event()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         try:
             while not self.stop.is_set():
+                if not self._running.is_set():
+                    self._idle.set()
+                    self._running.wait(0.05)
+                    continue
                 self.executor.spin_once(timeout_sec=0.05)
         except Exception as exc:  # surfaced by close()
             self.error = exc
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        self._idle.clear()
+        self._running.clear()
+        try:
+            if not self._idle.wait(10.0):
+                raise RuntimeError("the executor did not pause within 10 s")
+            yield
+        finally:
+            self._running.set()
+
     def close(self) -> None:
         self.stop.set()
+        self._running.set()
         self.thread.join(timeout=10.0)
         if self.error is not None:
             raise self.error
@@ -332,7 +353,8 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
         executor = make_executor(context)
         for node in nodes:
             executor.add_node(node)
-        spinners.append(_Spin(executor, "sim_eval_spin"))
+        spinner = _Spin(executor, "sim_eval_spin")
+        spinners.append(spinner)
         bags = out / "bags"
         bags.mkdir(exist_ok=True)
         index = 0
@@ -349,6 +371,7 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
                     nodes=nodes,
                     context=context,
                     executor=executor,
+                    spinner=spinner,
                     bag=bags / f"{scenario.name}_seed{seed}_{language}",
                     reset_sim=reset_sim,
                     reset_policy=reset_policy if options.driver == "policy" else None,
@@ -393,6 +416,7 @@ def _episode(
     nodes: Sequence[Any],
     context: Any,
     executor: Any,
+    spinner: _Spin,
     bag: Path,
     reset_sim: Any,
     reset_policy: Any,
@@ -418,7 +442,8 @@ def _episode(
     )
     # On the stack's executor, not a thread of its own: receive times follow the sim clock, and
     # a recorder starved on another thread would stamp late messages with a later clock.
-    executor.add_node(recorder.node)
+    with spinner.paused():
+        executor.add_node(recorder.node)
     try:
         deadline = time.monotonic() + 10.0
         while recorder.pending and time.monotonic() < deadline and not stop.wait(0.02):
@@ -453,8 +478,9 @@ def _episode(
         while sim.time_s < end and not stop.wait(0.01):
             pass
     finally:
-        executor.remove_node(recorder.node)
-        recorder.stop()
+        with spinner.paused():
+            executor.remove_node(recorder.node)
+            recorder.stop()
     items = recorder.snapshot()
     inferences = sum(1 for item in items if item.topic == "/vla/inference_event")
     # Receive times follow the sim clock, which moves in `step_dt` quanta and reaches the
