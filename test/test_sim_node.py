@@ -198,3 +198,26 @@ def test_cli_refuses_a_missing_model_dir_before_starting_anything(tmp_path, caps
     err = capsys.readouterr().err
     assert "has no policy.yaml" in err
     assert str(tmp_path / "none") in err
+
+
+def test_arm_expert_eval_picks_through_servo_twist_and_gripper(tmp_path) -> None:
+    from vla_ros.bag.io import BagReader
+    from vla_ros.sim.evaluate import EvalOptions, run_eval
+    from vla_ros.sim.scenario import resolve_scenarios
+
+    summary = run_eval(
+        EvalOptions(
+            scenarios=resolve_scenarios("arm_pick_blue"),
+            out=tmp_path / "arm",
+            episodes=1,
+            seed_start=3,
+            real_time_factor=2.0,
+        )
+    )
+    episode = summary["episode_results"][0]
+    assert episode["outcome"] == "success", episode
+    assert episode["grasped"] == "blue"
+    assert summary["safety_violations"] == 0
+    with BagReader(episode["bag"]) as reader:
+        topics = {t.name for t in reader.info().topics}
+    assert {"/servo_node/delta_twist_cmds", "/gripper/command", "/vla/ee_pose"} <= topics

@@ -1,13 +1,15 @@
 """`vla_sim`: the MuJoCo world as a ROS node. Wiring only; the world is vla_ros.sim.
 
 A wall-clock timer steps the world by `step_dt` every `step_dt / real_time_factor` seconds and
-publishes `/clock`, so every other node runs on sim time (`use_sim_time`). Odometry goes out each
-step, the lidar scan and the camera at their own rates; frames are rendered on a worker thread
-(its own MjData and GL context, a one-slot mailbox that drops a frame the worker could not take),
-so rendering never blocks the executor. Commands arrive on `cmd_vel` (the safety node's output);
-a command older than `command_timeout_s` counts as zero, as a base controller's own watchdog does.
-With `sync_lag_s` > 0 the clock waits (up to `sync_timeout_s` wall) for the controller when its
-last command is older than that, so a loaded machine slows the sim down instead of starving the
+publishes `/clock`, so every other node runs on sim time (`use_sim_time`). The scenario picks the
+robot: mobile3 (odometry each step, lidar scan and egocentric camera at their own rates, commands
+from `cmd_vel`) or arm7 (end-effector pose each step, scene camera, commands from the Servo
+TwistStamped and the gripper topic). Camera frames are rendered on a worker thread (its own
+MjData and GL context, a one-slot mailbox that drops a frame the worker could not take), so
+rendering never blocks the executor. Commands are the safety node's outputs; one older than
+`command_timeout_s` counts as zero, as a base controller's own watchdog does. With `sync_lag_s`
+> 0 the clock waits (up to `sync_timeout_s` wall) for the controller when its last command is
+older than that, so a loaded machine slows the sim down instead of starving the
 stack of sim time (the evaluation turns this on; a free-running sim is the default).
 
 Episodes: `~/reset` (std_srvs/Trigger) starts the scenario and seed in the `scenario`/`seed`
