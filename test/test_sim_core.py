@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -322,3 +322,11 @@ def test_arm_twists_are_servoed_through_the_jacobian(arm_worlds) -> None:
     assert abs(moved[2]) < 0.002
     world.step(((float("nan"),) * 6, 1.0))
     assert world.ee_position() == pytest.approx(start + moved, abs=1e-9)
+
+
+@settings(max_examples=16, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(MOBILE), st.integers(0, 2**31 - 1))
+def test_the_expert_succeeds_for_any_seed(worlds, name, seed) -> None:
+    world = worlds[name]
+    run_expert(world, seed)
+    assert world.result.success, world.result
