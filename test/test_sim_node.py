@@ -221,3 +221,41 @@ def test_arm_expert_eval_picks_through_servo_twist_and_gripper(tmp_path) -> None
     with BagReader(episode["bag"]) as reader:
         topics = {t.name for t in reader.info().topics}
     assert {"/servo_node/delta_twist_cmds", "/gripper/command", "/vla/ee_pose"} <= topics
+
+
+def test_the_camera_can_be_published_as_jpeg(ros_context, spin_until) -> None:
+    import cv2
+    import numpy as np
+    import rclpy
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CompressedImage
+
+    from vla_ros.nodes.common import SENSOR_QOS, make_executor
+    from vla_ros.nodes.sim_node import SimNode
+
+    sim = SimNode(
+        context=ros_context,
+        parameter_overrides=[
+            Parameter("compressed", value=True),
+            Parameter("image_size", value=96),
+            Parameter("real_time_factor", value=4.0),
+        ],
+    )
+    probe = rclpy.create_node("jpeg_probe", context=ros_context)
+    frames: list = []
+    probe.create_subscription(
+        CompressedImage, "/camera/image_raw/compressed", frames.append, SENSOR_QOS
+    )
+    executor = make_executor(ros_context)
+    executor.add_node(sim)
+    executor.add_node(probe)
+    try:
+        assert spin_until(executor, lambda: len(frames) >= 2, 20.0)
+    finally:
+        executor.shutdown(timeout_sec=5.0)
+        probe.destroy_node()
+        sim.destroy_node()
+    image = cv2.imdecode(np.frombuffer(bytes(frames[-1].data), np.uint8), cv2.IMREAD_COLOR)
+    assert frames[-1].format == "jpeg"
+    assert image.shape == (96, 96, 3)
+    assert frames[-1].header.stamp.sec + frames[-1].header.stamp.nanosec > 0

@@ -36,7 +36,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import Image, LaserScan
+from sensor_msgs.msg import CompressedImage, Image, LaserScan
 from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 
@@ -75,6 +75,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("real_time_factor", 1.0, "sim seconds per wall second", min=0.05, max=50.0),
     ParamSpec("camera_rate_hz", 10.0, "camera frames per sim second", min=0.5, max=60.0),
     ParamSpec("scan_rate_hz", 10.0, "lidar scans per sim second", min=0.5, max=50.0),
+    ParamSpec(
+        "compressed",
+        False,
+        "publish JPEG CompressedImage on <camera_topic>/compressed",
+        read_only=True,
+    ),
     ParamSpec("image_size", 224, "square camera frame size (px)", min=16, max=1024, read_only=True),
     ParamSpec("settle_s", 0.5, "minimum hold after a reset", min=0.0, max=10.0),
     ParamSpec("command_timeout_s", 0.5, "older commands count as zero", min=0.01, max=10.0),
@@ -114,9 +120,10 @@ def _stamp(t: float) -> Any:
 class _FrameWorker:
     """Renders snapshots on its own thread and publishes them; the newest request wins."""
 
-    def __init__(self, node: SimNode, publisher: Any) -> None:
+    def __init__(self, node: SimNode, publisher: Any, compressed: bool) -> None:
         self._node = node
         self._publisher = publisher
+        self._compressed = compressed
         self._cond = threading.Condition()
         self._job: tuple[Any, Any, float] | None = None
         self._stopping = False
@@ -158,18 +165,27 @@ class _FrameWorker:
                         self.error = str(exc)
                         self._node.get_logger().error(f"rendering failed: {exc}")
                     continue
-                msg = Image()
-                msg.header.stamp = _stamp(t)
-                msg.header.frame_id = "camera"
-                msg.height, msg.width = rgb.shape[:2]
-                msg.encoding = "rgb8"
-                msg.step = msg.width * 3
-                msg.data = rgb.tobytes()
-                self._publisher.publish(msg)
+                self._publisher.publish(self._message(rgb, t))
                 self.rendered += 1
         finally:
             if renderer is not None:
                 renderer.close()
+
+    def _message(self, rgb: Any, t: float) -> Image | CompressedImage:
+        if self._compressed:
+            import cv2
+
+            ok, jpeg = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+            if not ok:
+                raise RuntimeError("JPEG encoding failed")
+            msg: Image | CompressedImage = CompressedImage(format="jpeg", data=jpeg.tobytes())
+        else:
+            msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8")
+            msg.step = msg.width * 3
+            msg.data = rgb.tobytes()
+        msg.header.stamp = _stamp(t)
+        msg.header.frame_id = "camera"
+        return msg
 
     def stop(self) -> None:
         with self._cond:
@@ -216,7 +232,11 @@ class SimNode(Node):
         self._clock_pub = self.create_publisher(Clock, "/clock", CLOCK_QOS)
         self._odom_pub = self.create_publisher(Odometry, cfg["odom_topic"], SENSOR_QOS)
         self._scan_pub = self.create_publisher(LaserScan, cfg["scan_topic"], SENSOR_QOS)
-        image_pub = self.create_publisher(Image, cfg["camera_topic"], SENSOR_QOS)
+        if cfg["compressed"]:
+            topic = f"{cfg['camera_topic']}/compressed"
+            image_pub = self.create_publisher(CompressedImage, topic, SENSOR_QOS)
+        else:
+            image_pub = self.create_publisher(Image, cfg["camera_topic"], SENSOR_QOS)
         self._instruction_pub = self.create_publisher(String, cfg["instruction_topic"], LATCHED_QOS)
         self._episode_pub = self.create_publisher(String, cfg["episode_topic"], LATCHED_QOS)
         self._pose_pub = self.create_publisher(PoseStamped, cfg["ee_pose_topic"], SENSOR_QOS)
@@ -224,7 +244,7 @@ class SimNode(Node):
         self.create_subscription(TwistStamped, cfg["servo_topic"], self._on_servo, COMMAND_QOS)
         self.create_subscription(Float64, cfg["gripper_topic"], self._on_gripper, COMMAND_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset)
-        self._frames = _FrameWorker(self, image_pub)
+        self._frames = _FrameWorker(self, image_pub, cfg["compressed"])
         self._timer = self.create_timer(self._period(cfg.values), self._on_step)
         cfg.add_listener(self._on_params)
         if cfg["autostart"]:
