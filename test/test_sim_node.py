@@ -6,7 +6,6 @@ import json
 import os
 
 import pytest
-import yaml
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -24,17 +23,6 @@ def stack_context():
     yield context
     if context.ok():
         rclpy.shutdown(context=context)
-
-
-def _short_scenario(tmp_path, limit_s: float = 3.0):
-    from vla_ros.sim.scenario import SCENARIO_DIR
-
-    raw = yaml.safe_load((SCENARIO_DIR / "1box_vert_left.yaml").read_text(encoding="utf-8"))
-    raw["name"] = "short_1box"
-    raw["time_limit_s"] = limit_s
-    path = tmp_path / "short.yaml"
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    return path
 
 
 def test_reset_mid_episode_holds_the_robot_until_the_safety_output_is_zero(
@@ -175,16 +163,18 @@ def test_policy_eval_counts_vlm_calls_per_frame(tmp_path, tiny_model_dir, trigge
 
     summary = run_eval(
         EvalOptions(
-            scenarios=resolve_scenarios(str(_short_scenario(tmp_path))),
+            scenarios=resolve_scenarios("1box_vert_left"),
             out=tmp_path / "eval",
             episodes=1,
             driver="policy",
             model_dir=str(tiny_model_dir),
             trigger=trigger,
+            time_limit_s=3.0,
         )
     )
     episode = summary["episode_results"][0]
     assert episode["outcome"] in ("timeout", "collision", "wrong_side")
+    assert episode["time_s"] <= 3.0 + 0.05
     assert episode["frames"] > 10
     assert episode["inferences"] >= 1
     assert 0.0 < summary["vlm_calls_per_frame"] <= 1.0

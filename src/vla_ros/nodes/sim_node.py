@@ -28,6 +28,7 @@ import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
@@ -82,6 +83,9 @@ PARAMS: tuple[ParamSpec, ...] = (
         read_only=True,
     ),
     ParamSpec("image_size", 224, "square camera frame size (px)", min=16, max=1024, read_only=True),
+    ParamSpec(
+        "time_limit_s", 0.0, "episode time limit; 0 keeps the scenario's", min=0.0, max=3600.0
+    ),
     ParamSpec("settle_s", 0.5, "minimum hold after a reset", min=0.0, max=10.0),
     ParamSpec("command_timeout_s", 0.5, "older commands count as zero", min=0.01, max=10.0),
     ParamSpec(
@@ -278,6 +282,8 @@ class SimNode(Node):
             if len(scenarios) != 1:
                 raise ScenarioError(f"scenario {self._cfg['scenario']!r} names {len(scenarios)}")
             scenario = scenarios[0]
+            if self._cfg["time_limit_s"] > 0:
+                scenario = replace(scenario, time_limit_s=float(self._cfg["time_limit_s"]))
             text = scenario.text(self._cfg["language"])
             world = self._world_for(scenario)
         except (ScenarioError, FileNotFoundError, ValueError) as exc:
@@ -287,6 +293,7 @@ class SimNode(Node):
                 self._world.abort()
                 self._publish_episode()
             self._world = world
+            world.scenario = scenario
             self._scenario = scenario
             self._command = (0.0,) * (3 if scenario.robot == "mobile3" else 6)
             self._command_t = -math.inf

@@ -59,18 +59,12 @@ def _languages(choice: str) -> tuple[str, ...]:
 
 
 def _options(args: argparse.Namespace, **extra: object) -> object:
-    from dataclasses import replace
-
     from vla_ros.sim.evaluate import EvalOptions
     from vla_ros.sim.scenario import resolve_scenarios
 
-    scenarios = resolve_scenarios(args.scenarios)
-    if args.time_limit is not None:
-        if not args.time_limit > 0:
-            raise ValueError(f"--time-limit must be > 0, got {args.time_limit}")
-        scenarios = [replace(s, time_limit_s=args.time_limit) for s in scenarios]
     return EvalOptions(
-        scenarios=scenarios,
+        scenarios=resolve_scenarios(args.scenarios),
+        time_limit_s=args.time_limit,
         out=args.out,
         episodes=args.episodes,
         seed_start=args.seeds,
