@@ -11,7 +11,7 @@ export RMW_IMPLEMENTATION ?= rmw_fastrtps_cpp
 export HF_HUB_OFFLINE ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup tools demo test lint format bench colcon clean
+.PHONY: setup tools demo sim-demo eval test lint format bench colcon clean
 
 setup: $(STAMP) tools
 
@@ -35,6 +35,30 @@ $(MODEL_DIR)/policy.yaml: $(STAMP)
 
 demo: setup $(MODEL_DIR)/policy.yaml
 	$(VENV)/bin/vla-ros demo --model-dir $(MODEL_DIR) --out $(OUT_DIR)/demo
+
+# Closed loop in MuJoCo (about 1.5 min here): the scripted expert, then the tiny random policy.
+sim-demo: setup $(MODEL_DIR)/policy.yaml
+	MUJOCO_GL=$${MUJOCO_GL:-egl} $(VENV)/bin/vla-ros sim eval --scenarios 1box_vert_left,2box_hori_right \
+	  --episodes 1 --driver expert --rtf 2 --out $(OUT_DIR)/sim-demo/expert
+	MUJOCO_GL=$${MUJOCO_GL:-egl} $(VENV)/bin/vla-ros sim eval --scenarios 1box_vert_left \
+	  --episodes 1 --driver policy --model-dir $(MODEL_DIR) --time-limit 15 --rtf 2 \
+	  --out $(OUT_DIR)/sim-demo/policy
+
+# The full benchmark: the expert on the 8 mobile scenarios and the 6 arm tasks x 20 seeds, then
+# the policy in MODEL_DIR, event-triggered and every-frame, EVAL_POLICY_EPISODES seeds each
+# (about an hour on a busy 2-core machine; the summaries report the wall time).
+EVAL_POLICY_EPISODES ?= 2
+eval: setup $(MODEL_DIR)/policy.yaml
+	MUJOCO_GL=$${MUJOCO_GL:-egl} $(VENV)/bin/vla-ros sim eval --scenarios mobile --episodes 20 \
+	  --driver expert --rtf 2 --out $(OUT_DIR)/eval/expert
+	MUJOCO_GL=$${MUJOCO_GL:-egl} $(VENV)/bin/vla-ros sim eval --scenarios arm --episodes 20 \
+	  --driver expert --rtf 2 --out $(OUT_DIR)/eval/arm_expert
+	MUJOCO_GL=$${MUJOCO_GL:-egl} $(VENV)/bin/vla-ros sim eval --scenarios mobile \
+	  --episodes $(EVAL_POLICY_EPISODES) --driver policy --model-dir $(MODEL_DIR) --trigger event \
+	  --out $(OUT_DIR)/eval/policy_event
+	MUJOCO_GL=$${MUJOCO_GL:-egl} $(VENV)/bin/vla-ros sim eval --scenarios mobile \
+	  --episodes $(EVAL_POLICY_EPISODES) --driver policy --model-dir $(MODEL_DIR) \
+	  --trigger every-frame --out $(OUT_DIR)/eval/policy_every_frame
 
 test: setup
 	$(PY) -m pytest -q

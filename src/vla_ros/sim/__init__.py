@@ -1,0 +1,1 @@
+"""MuJoCo closed loop: worlds, scenarios, success rules, experts and the evaluation harness."""
