@@ -301,6 +301,22 @@ def test_item9_watchdog_and_zero_stream_run_on_the_steady_clock_when_ros_time_fr
     assert out.state is SafetyState.TIMEOUT
 
 
+def test_sensor_updates_on_ros_time_do_not_clear_commands_held_on_the_steady_clock():
+    """The node stamps commands with both clocks and sensor readings with ROS time only: a
+    sensor update must not look like the steady clock running backwards (it wiped the command
+    on every odometry message, so the robot never moved under sim time)."""
+    validator = SafetyValidator(SafetyConfig.for_mode("mobile3", command_timeout=0.5))
+    ros, steady = 1.0, 5000.0
+    for _ in range(100):
+        ros += PERIOD
+        steady += PERIOD
+        validator.submit_command((0.4, 0.0, 0.0), None, None, ros, steady_s=steady)
+        validator.update_odom(0.0, 0.0, (0.0, 0.0, 0.0, 1.0), ros, ros)
+        out = validator.step(ros, steady_s=steady)
+    assert out.state is not SafetyState.TIMEOUT
+    assert out.motion[0] == pytest.approx(0.4)
+
+
 # ------------------------------------------------------------------------------ item 10
 
 

@@ -5,7 +5,8 @@ Reads the episode (scenario, layout, state) from the sim's latched `~/episode` J
 `control_rate_hz` (node clock, so sim time) exactly where the inference node would: raw Twists
 on `vla/cmd_raw` (mobile3) or a TwistStamped on `vla/arm_cmd_raw` plus the gripper on
 `vla/gripper_raw` (arm7), so the safety node limits them like any policy output. Zero whenever
-no episode is running.
+no episode is running. Like the inference node with an instruction, it holds `vla/active` true
+while an episode runs: the safety node takes the `vla` input only while that is so.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
-from std_msgs.msg import Float64, String
+from std_msgs.msg import Bool, Float64, String
 
 from vla_ros.nodes.common import (
     COMMAND_QOS,
@@ -47,8 +48,18 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("arm_cmd_topic", "vla/arm_cmd_raw", "arm7 raw TwistStamped", read_only=True),
     ParamSpec("gripper_topic", "vla/gripper_raw", "arm7 raw gripper command", read_only=True),
     ParamSpec("command_frame_id", "base_link", "frame_id of the arm7 TwistStamped"),
+    ParamSpec(
+        "active_topic", "vla/active", "Bool enabling the safety node's vla input", read_only=True
+    ),
 )
-TOPICS = ("episode_topic", "odom_topic", "cmd_topic", "ee_pose_topic", "arm_cmd_topic")
+TOPICS = (
+    "episode_topic",
+    "odom_topic",
+    "cmd_topic",
+    "ee_pose_topic",
+    "arm_cmd_topic",
+    "active_topic",
+)
 
 
 def layout_from_status(status: dict[str, Any]) -> Layout:
@@ -99,6 +110,8 @@ class ExpertNode(Node):
         self._pub = self.create_publisher(Twist, cfg["cmd_topic"], COMMAND_QOS)
         self._arm_pub = self.create_publisher(TwistStamped, cfg["arm_cmd_topic"], COMMAND_QOS)
         self._gripper_pub = self.create_publisher(Float64, cfg["gripper_topic"], COMMAND_QOS)
+        self._active_pub = self.create_publisher(Bool, cfg["active_topic"], LATCHED_QOS)
+        self._active_pub.publish(Bool(data=False))
         self.create_subscription(String, cfg["episode_topic"], self._on_episode, LATCHED_QOS)
         self.create_subscription(Odometry, cfg["odom_topic"], self._on_odom, SENSOR_QOS)
         self.create_subscription(PoseStamped, cfg["ee_pose_topic"], self._on_pose, SENSOR_QOS)
@@ -128,11 +141,14 @@ class ExpertNode(Node):
             self.get_logger().error(f"bad episode message: {exc}")
             running, expert, key = False, None, None
         with self._lock:
+            changed = running != self._running
             self._running = running
             if running:
                 self._expert, self._episode_key, self._last_t = expert, key, None
             else:
                 self._episode_key = None
+        if changed:
+            self._active_pub.publish(Bool(data=running))
 
     def _on_odom(self, msg: Odometry) -> None:
         q = msg.pose.pose.orientation

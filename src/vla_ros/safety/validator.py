@@ -535,12 +535,14 @@ class SafetyValidator:
             self._confidence = None
             self._last_step = None
             self._zero_since = None
-        steady = self._steady(now_s, steady_s)
-        if self._steady_now is not None and steady < self._steady_now:
-            self._commands.clear()
-            self._last_steady = None
+        if steady_s is not None:
+            # Only callers that read the steady clock move it: a sensor update carries ROS time
+            # alone, and taking that for steady time would look like the steady clock jumping back.
+            if self._steady_now is not None and steady_s < self._steady_now:
+                self._commands.clear()
+                self._last_steady = None
+            self._steady_now = steady_s
         self._last_now = now_s
-        self._steady_now = steady
 
     def _expire(self, now_s: float, steady_s: float) -> None:
         """Drop commands and mark readings that are past their timeouts, for good."""
