@@ -22,6 +22,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     tiny.add_argument("out", type=Path, help="model directory to write")
     tiny.add_argument("--action-space", choices=ACTION_SPACES, default="mobile3")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument(
+        "--preset",
+        choices=("wiring", "learnable"),
+        default="wiring",
+        help="wiring: real token count, for tests; learnable: small enough to train on a CPU",
+    )
     tiny.set_defaults(handler=_handle_make_tiny)
 
     fetch = subparsers.add_parser(
@@ -65,8 +71,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def _handle_make_tiny(args: argparse.Namespace) -> int:
     from vla_ros.policy.tiny import make_tiny_model
 
-    out = make_tiny_model(args.out, args.action_space, seed=args.seed)
-    print(f"wrote tiny {args.action_space} model to {out} (random weights: wiring tests only)")
+    out = make_tiny_model(args.out, args.action_space, seed=args.seed, preset=args.preset)
+    note = "train it with `vla-ros train`" if args.preset == "learnable" else "wiring tests only"
+    print(f"wrote tiny {args.action_space} model to {out} (random weights: {note})")
     return 0
 
 
