@@ -218,6 +218,8 @@ def build_bag(path: str | Path, spec: DatasetSpec) -> BagResult:
         [(t - shift, v) for t, v in streams.actions], "action", result.skipped
     )
     actions = np.stack(act_values)
+    # A non-finite command anywhere in an episode's span spoils it, sampled by a tick or not.
+    bad_times = act_times[~np.all(np.isfinite(actions), axis=1)]
     ins_times, ins_values = _sorted_stream(
         [(t - offset, v) for t, v in streams.instructions], "instruction", result.skipped
     )
@@ -274,7 +276,8 @@ def build_bag(path: str | Path, spec: DatasetSpec) -> BagResult:
             ep_actions = actions[act_idx[sel]]
             gripper = None if grip_values is None else grip_values[grip_idx[sel]]
             reason = None
-            if not np.all(np.isfinite(ep_actions)) or (
+            span = np.searchsorted(bad_times, [ticks[start] - period_ns, ticks[end]], side="right")
+            if span[1] > span[0] or not np.all(np.isfinite(ep_actions)) or (
                 gripper is not None and not np.all(np.isfinite(gripper))
             ):
                 reason = "nan_action"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 RECIPES = ("head", "lora", "full")
@@ -128,6 +129,8 @@ def _handle_train(args: argparse.Namespace) -> int:
 
     config = TrainConfig.from_args(args)
     result = train(config)
+    if os.environ.get("RANK", "0") != "0":
+        return 0
     print(
         f"wrote {result.out}: {result.steps} step(s), val loss {result.val_loss:.4f}, "
         f"action NRMSE {result.val_nrmse:.4f}, {result.samples_per_s:.1f} samples/s"

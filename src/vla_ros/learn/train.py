@@ -271,10 +271,12 @@ class _Trainer:
 
             plugin = FullyShardedDataParallelPlugin()
         self.accelerator = Accelerator(
+            # Without CUDA, processes started by `accelerate launch`/torchrun form a gloo group.
+            cpu=not torch.cuda.is_available(),
             gradient_accumulation_steps=config.grad_accum,
             mixed_precision=mixed,
             fsdp_plugin=plugin,
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
         )
         if self.accelerator.device.type == "cpu":
             # Few cores shared by several processes: one intra-op thread each avoids thrashing.
@@ -484,6 +486,8 @@ class _Trainer:
         steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
         total = cfg.max_steps or cfg.epochs * steps_per_epoch
         progress = _Progress(cfg.progress and self.is_main, total, state["step"])
+        if "initial_val_loss" not in state:
+            state["initial_val_loss"] = self._validate(model, val_loader)[0]
         val_loss = val_nrmse = float("nan")
         stop = False
         run_start = time.monotonic() - state["seconds"]
@@ -661,6 +665,7 @@ class _Trainer:
             "samples": state["samples"],
             "seconds": round(state["seconds"], 2),
             "samples_per_s": round(samples_per_s, 2),
+            "initial_val_loss": state["initial_val_loss"],
             "val_loss": val_loss,
             "val_nrmse": val_nrmse,
             "history_cadence": self.cadence.to_dict(self.policy.action_period_s),
