@@ -20,6 +20,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/scenarios", glob("config/scenarios/*.yaml")),
     ],
     install_requires=["numpy", "pyyaml"],
     zip_safe=False,
@@ -29,6 +30,8 @@ setup(
             "camera_node = vla_ros.nodes.camera_node:main",
             "inference_node = vla_ros.nodes.inference_node:main",
             "safety_node = vla_ros.nodes.safety_node:main",
+            "sim_node = vla_ros.nodes.sim_node:main",
+            "expert_node = vla_ros.nodes.expert_node:main",
         ],
     },
 )

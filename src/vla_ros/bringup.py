@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from rclpy.context import Context
     from rclpy.node import Node
+    from rclpy.parameter import Parameter
 
     from vla_ros.policy.types import Policy
 
@@ -66,9 +69,18 @@ def ros_args_for(options: StackOptions) -> list[str]:
 
 
 def build_stack(
-    context: Context, options: StackOptions, policy: Policy | None = None
+    context: Context,
+    options: StackOptions,
+    policy: Policy | None = None,
+    *,
+    inference: bool = True,
+    inference_params: Sequence[Parameter] = (),
 ) -> list[Node]:
-    """Create camera, inference and safety nodes in `context` (initialised with `ros_args_for`)."""
+    """Create camera, inference and safety nodes in `context` (initialised with `ros_args_for`).
+
+    `inference=False` leaves the inference node out (a scripted driver stands in for it);
+    `inference_params` are extra overrides for it (the sim evaluation's trigger mode).
+    """
     from rclpy.parameter import Parameter
 
     from vla_ros.nodes.camera_node import CameraNode
@@ -92,20 +104,25 @@ def build_stack(
         for name, value in (("device", options.device), ("dtype", options.dtype))
         if value
     ]
-    inference = InferenceNode(
-        policy=policy,
-        parameter_overrides=[
-            sim_time,
-            Parameter("action_space", value=action_space),
-            Parameter("model_dir", value=options.model_dir),
-            *model,
-        ],
-        **common,
+    nodes: list[Node] = [camera]
+    if inference:
+        nodes.append(
+            InferenceNode(
+                policy=policy,
+                parameter_overrides=[
+                    sim_time,
+                    Parameter("action_space", value=action_space),
+                    Parameter("model_dir", value=options.model_dir),
+                    *model,
+                    *inference_params,
+                ],
+                **common,
+            )
+        )
+    nodes.append(
+        SafetyNode(parameter_overrides=[sim_time, Parameter("mode", value=action_space)], **common)
     )
-    safety = SafetyNode(
-        parameter_overrides=[sim_time, Parameter("mode", value=action_space)], **common
-    )
-    return [camera, inference, safety]
+    return nodes
 
 
 def run_bringup(options: StackOptions) -> int:

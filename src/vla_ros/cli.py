@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "vla_ros.learn.cli",
     "vla_ros.bringup",
     "vla_ros.demo",
+    "vla_ros.sim.cli",
 )
 
 

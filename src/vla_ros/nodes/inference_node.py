@@ -64,6 +64,7 @@ from vla_ros.policy.types import ActionChunk, Policy, chunk_problem
 NODE_NAME = "vla_inference"
 ACTION_SPACES = ("mobile3", "arm7")
 DTYPES = ("float32", "float16", "bfloat16")
+TRIGGER_MODES = ("event", "every_frame")
 SCORE_MEMORY = 16
 """Scene-change scores waiting for their frame (matched by header stamp)."""
 
@@ -113,6 +114,12 @@ PARAMS: tuple[ParamSpec, ...] = (
         "run the model once per chunk when this many actions are left",
         min=0,
         max=1000,
+    ),
+    ParamSpec(
+        "trigger_mode",
+        "event",
+        "event: run on events; every_frame: every new frame is an event (baseline)",
+        choices=TRIGGER_MODES,
     ),
     ParamSpec("min_interval_s", 0.2, "minimum time between inference starts", min=0.0, max=60.0),
     ParamSpec(
@@ -165,6 +172,7 @@ def _trigger_config(values: Mapping[str, Any]) -> TriggerConfig:
         chunk_low_threshold=int(values["chunk_low_threshold"]),
         min_interval_s=float(values["min_interval_s"]),
         max_interval_s=float(values["max_interval_s"]),
+        every_frame=values["trigger_mode"] == "every_frame",
     )
 
 
@@ -344,6 +352,7 @@ class InferenceNode(Node):
             if self._frame is not None and not self._frame.used:
                 self._counts["frames_replaced"] += 1
             self._frame = _Frame(msg.header, rgb, stamp_s)
+            self._trigger.new_frame()
             scored = self._scores.pop(_stamp_key(msg.header), None)
             if scored is not None:
                 self._trigger.scene_change(scored[0], stamp_s, scored[1])

@@ -1,0 +1,403 @@
+"""`vla_sim`: the MuJoCo world as a ROS node. Wiring only; the world is vla_ros.sim.
+
+A wall-clock timer steps the world by `step_dt` every `step_dt / real_time_factor` seconds and
+publishes `/clock`, so every other node runs on sim time (`use_sim_time`). Odometry goes out each
+step, the lidar scan and the camera at their own rates; frames are rendered on a worker thread
+(its own MjData and GL context, a one-slot mailbox that drops a frame the worker could not take),
+so rendering never blocks the executor. Commands arrive on `cmd_vel` (the safety node's output);
+a command older than `command_timeout_s` counts as zero, as a base controller's own watchdog does.
+With `sync_lag_s` > 0 the clock waits (up to `sync_timeout_s` wall) for the controller when its
+last command is older than that, so a loaded machine slows the sim down instead of starving the
+stack of sim time (the evaluation turns this on; a free-running sim is the default).
+
+Episodes: `~/reset` (std_srvs/Trigger) starts the scenario and seed in the `scenario`/`seed`
+parameters (set them first to choose). After a reset the robot is held at its new start pose
+(state `settling`) until `settle_s` passed and the incoming command is zero, so the previous
+episode's motion can never leak into the next; then the state is `running` and the scenario's
+instruction goes out on `vla/instruction` (when `publish_instruction`). When the episode ends
+(success, collision, timeout, wrong side) the robot is held and the instruction is cleared.
+`~/episode` (latched JSON) reports the state, the layout and the result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from geometry_msgs.msg import Twist
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, LaserScan
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from vla_ros.nodes.common import (
+    COMMAND_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    NodeParameters,
+    ParameterError,
+    ParamSpec,
+    run_node,
+    topic_name_problem,
+)
+from vla_ros.sim.scenario import LANGUAGES, Scenario, ScenarioError, resolve_scenarios
+
+NODE_NAME = "vla_sim"
+CLOCK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+
+TOPIC_PARAMS: tuple[tuple[str, str, str], ...] = (
+    ("camera_topic", "camera/image_raw", "rendered rgb8 camera frames"),
+    ("odom_topic", "odom", "nav_msgs/Odometry (ground truth)"),
+    ("scan_topic", "scan", "sensor_msgs/LaserScan from the 2-D lidar"),
+    ("cmd_topic", "cmd_vel", "geometry_msgs/Twist commands (the safety node's output)"),
+    ("instruction_topic", "vla/instruction", "the scenario's instruction (latched)"),
+    ("episode_topic", "~/episode", "episode state and result, JSON (latched)"),
+)
+
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("scenario", "1box_vert_left", "scenario name (config/scenarios) or file"),
+    ParamSpec("seed", 0, "seed of the next episode (placements)", min=0, max=2**31 - 1),
+    ParamSpec("language", "en", "instruction language", choices=LANGUAGES),
+    ParamSpec("step_dt", 0.02, "sim seconds per step", min=0.005, max=0.1, read_only=True),
+    ParamSpec("real_time_factor", 1.0, "sim seconds per wall second", min=0.05, max=50.0),
+    ParamSpec("camera_rate_hz", 10.0, "camera frames per sim second", min=0.5, max=60.0),
+    ParamSpec("scan_rate_hz", 10.0, "lidar scans per sim second", min=0.5, max=50.0),
+    ParamSpec("image_size", 224, "square camera frame size (px)", min=16, max=1024, read_only=True),
+    ParamSpec("settle_s", 0.5, "minimum hold after a reset", min=0.0, max=10.0),
+    ParamSpec("command_timeout_s", 0.5, "older commands count as zero", min=0.01, max=10.0),
+    ParamSpec(
+        "sync_lag_s",
+        0.0,
+        "hold the clock while the last cmd_vel is older than this (sim s); 0 = free running",
+        min=0.0,
+        max=10.0,
+    ),
+    ParamSpec(
+        "sync_timeout_s", 0.5, "longest wall-clock hold before stepping anyway", min=0.01, max=60.0
+    ),
+    ParamSpec("publish_instruction", True, "publish the scenario instruction while running"),
+    ParamSpec("autostart", True, "start an episode at start-up"),
+    *(
+        ParamSpec(name, default, description, read_only=True)
+        for name, default, description in TOPIC_PARAMS
+    ),
+)
+
+
+def _validate(values: Mapping[str, Any]) -> str | None:
+    if abs(round(values["step_dt"] / 0.005) * 0.005 - values["step_dt"]) > 1e-9:
+        return f"step_dt must be a multiple of 0.005 s, got {values['step_dt']}"
+    return topic_name_problem(values, [name for name, _, _ in TOPIC_PARAMS])
+
+
+def _stamp(t: float) -> Any:
+    return Time(nanoseconds=round(t * 1e9)).to_msg()
+
+
+class _FrameWorker:
+    """Renders snapshots on its own thread and publishes them; the newest request wins."""
+
+    def __init__(self, node: SimNode, publisher: Any) -> None:
+        self._node = node
+        self._publisher = publisher
+        self._cond = threading.Condition()
+        self._job: tuple[Any, Any, float] | None = None
+        self._stopping = False
+        self.dropped = 0
+        self.rendered = 0
+        self.error: str = ""
+        self._thread = threading.Thread(target=self._run, name="vla_sim_render", daemon=True)
+        self._thread.start()
+
+    def submit(self, world: Any, snapshot: Any, t: float) -> None:
+        with self._cond:
+            if self._job is not None:
+                self.dropped += 1
+            self._job = (world, snapshot, t)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        from vla_ros.sim.world import Renderer
+
+        renderer: Renderer | None = None
+        model: Any = None
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stopping or self._job is not None)
+                    if self._stopping:
+                        return
+                    world, snapshot, t = self._job  # type: ignore[misc]
+                    self._job = None
+                try:
+                    if world.model is not model:
+                        if renderer is not None:
+                            renderer.close()
+                        renderer = Renderer(world)
+                        model = world.model
+                    rgb = renderer.render(snapshot)
+                except Exception as exc:  # no GL: report once, keep the node alive
+                    if not self.error:
+                        self.error = str(exc)
+                        self._node.get_logger().error(f"rendering failed: {exc}")
+                    continue
+                msg = Image()
+                msg.header.stamp = _stamp(t)
+                msg.header.frame_id = "camera"
+                msg.height, msg.width = rgb.shape[:2]
+                msg.encoding = "rgb8"
+                msg.step = msg.width * 3
+                msg.data = rgb.tobytes()
+                self._publisher.publish(msg)
+                self.rendered += 1
+        finally:
+            if renderer is not None:
+                renderer.close()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout=10.0)
+
+
+class SimNode(Node):
+    """The world, its sensors and its clock; `~/reset` starts an episode."""
+
+    def __init__(self, **node_kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        self._frames: _FrameWorker | None = None
+        try:
+            self._setup()
+        except Exception:
+            self.destroy_node()
+            raise
+
+    def _setup(self) -> None:
+        self._cfg = NodeParameters(self, PARAMS, _validate)
+        cfg = self._cfg
+        self._lock = threading.Lock()
+        self._worlds: dict[str, Any] = {}
+        self._world: Any = None
+        self._scenario: Scenario | None = None
+        self._state = "idle"
+        self._state_since = 0.0
+        self.time_s = 0.0
+        self._steps = 0
+        self._command = (0.0, 0.0, 0.0)
+        self._command_t = -math.inf
+        self._next_camera = 0.0
+        self._next_scan = 0.0
+        self._instruction = ""
+        self._held_since: float | None = None
+        self.sync_holds = 0
+        self.sync_timeouts = 0
+        self._episode_frames = 0
+        self.episodes: list[dict[str, Any]] = []
+
+        self._clock_pub = self.create_publisher(Clock, "/clock", CLOCK_QOS)
+        self._odom_pub = self.create_publisher(Odometry, cfg["odom_topic"], SENSOR_QOS)
+        self._scan_pub = self.create_publisher(LaserScan, cfg["scan_topic"], SENSOR_QOS)
+        image_pub = self.create_publisher(Image, cfg["camera_topic"], SENSOR_QOS)
+        self._instruction_pub = self.create_publisher(String, cfg["instruction_topic"], LATCHED_QOS)
+        self._episode_pub = self.create_publisher(String, cfg["episode_topic"], LATCHED_QOS)
+        self.create_subscription(Twist, cfg["cmd_topic"], self._on_cmd, COMMAND_QOS)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self._frames = _FrameWorker(self, image_pub)
+        self._timer = self.create_timer(self._period(cfg.values), self._on_step)
+        cfg.add_listener(self._on_params)
+        if cfg["autostart"]:
+            ok, message = self.reset_episode()
+            if not ok:
+                raise ParameterError(message)
+
+    def _period(self, values: Mapping[str, Any]) -> float:
+        return values["step_dt"] / values["real_time_factor"]
+
+    def _on_params(self, values: Mapping[str, Any]) -> None:
+        self._timer.timer_period_ns = int(self._period(values) * 1e9)
+
+    # ------------------------------------------------------------------ episodes
+    def _world_for(self, scenario: Scenario) -> Any:
+        from vla_ros.sim.world import MobileWorld
+
+        key = scenario.source
+        if key not in self._worlds:
+            self._worlds[key] = MobileWorld(
+                scenario, dt=self._cfg["step_dt"], image_size=self._cfg["image_size"]
+            )
+        return self._worlds[key]
+
+    def reset_episode(self) -> tuple[bool, str]:
+        """Start the episode named by the `scenario`/`seed` parameters (aborting a running one)."""
+        try:
+            scenarios = resolve_scenarios(self._cfg["scenario"])
+            if len(scenarios) != 1:
+                raise ScenarioError(f"scenario {self._cfg['scenario']!r} names {len(scenarios)}")
+            scenario = scenarios[0]
+            if scenario.robot != "mobile3":
+                raise ScenarioError(f"{scenario.source}: only mobile3 scenarios run in vla_sim")
+            text = scenario.text(self._cfg["language"])
+            world = self._world_for(scenario)
+        except (ScenarioError, FileNotFoundError, ValueError) as exc:
+            return False, str(exc)
+        with self._lock:
+            if self._state in ("settling", "running") and self._world is not None:
+                self._world.episode.abort()
+                self._publish_episode()
+            self._world = world
+            self._scenario = scenario
+            world.reset(int(self._cfg["seed"]))
+            self._instruction = text
+            self._episode_frames = 0
+            self._set_state("settling")
+            self._set_instruction("")
+        return True, f"{scenario.name} seed {self._cfg['seed']}: settling"
+
+    def _on_reset(self, _request: Trigger.Request, response: Trigger.Response) -> Any:
+        response.success, response.message = self.reset_episode()
+        return response
+
+    def _set_state(self, state: str) -> None:
+        self._state = state
+        self._state_since = self.time_s
+        self._publish_episode()
+
+    def _set_instruction(self, text: str) -> None:
+        if self._cfg["publish_instruction"]:
+            self._instruction_pub.publish(String(data=text))
+
+    def _publish_episode(self) -> None:
+        world, scenario = self._world, self._scenario
+        if world is None or scenario is None:
+            return
+        layout = world.layout
+        status = {
+            "state": self._state,
+            "t": round(self.time_s, 6),
+            "scenario": scenario.name,
+            "source": scenario.source,
+            "seed": layout.seed,
+            "instruction": self._instruction,
+            "layout": {
+                "start": layout.start,
+                "cup": layout.cup,
+                "boxes": [[b.x, b.y, b.yaw, *b.size] for b in layout.boxes],
+            },
+            "frames": self._episode_frames,
+            "sync_holds": self.sync_holds,
+            "sync_timeouts": self.sync_timeouts,
+            "result": world.result.as_dict(),
+        }
+        if self._state == "done":
+            self.episodes.append({**status, "trajectory": list(world.episode.trajectory)})
+        self._episode_pub.publish(String(data=json.dumps(status, allow_nan=False, default=str)))
+
+    # ------------------------------------------------------------------ stepping
+    def _on_cmd(self, msg: Twist) -> None:
+        with self._lock:
+            self._command = (msg.linear.x, msg.linear.y, msg.angular.z)
+            self._command_t = self.time_s
+
+    def _waiting_for_controller(self) -> bool:
+        """Co-simulation sync: on a loaded machine the executor can fall behind the wall timer;
+        instead of letting sim time run away from the controller (which would look like the
+        safety node going silent), hold the clock until its next command, for a bounded time."""
+        lag = self._cfg["sync_lag_s"]
+        if lag <= 0.0 or self.time_s - self._command_t <= lag or self._command_t == -math.inf:
+            self._held_since = None
+            return False
+        wall = time.monotonic()
+        if self._held_since is None:
+            self._held_since = wall
+        if wall - self._held_since < self._cfg["sync_timeout_s"]:
+            self.sync_holds += 1
+            return True
+        self.sync_timeouts += 1
+        self._held_since = None
+        return False
+
+    def _on_step(self) -> None:
+        with self._lock:
+            if self._waiting_for_controller():
+                return
+            dt = self._cfg["step_dt"]
+            self._steps += 1
+            self.time_s = self._steps * dt
+            self._clock_pub.publish(Clock(clock=_stamp(self.time_s)))
+            world = self._world
+            if world is None:
+                return
+            fresh = self.time_s - self._command_t <= self._cfg["command_timeout_s"]
+            command = self._command if fresh else (0.0, 0.0, 0.0)
+            if self._state == "settling":
+                if self.time_s - self._state_since >= self._cfg["settle_s"] and not any(command):
+                    self._set_state("running")
+                    self._set_instruction(self._instruction)
+            elif self._state == "running":
+                result = world.step(command)
+                if result.done:
+                    self._set_state("done")
+                    self._set_instruction("")
+            self._publish_sensors(world)
+
+    def _publish_sensors(self, world: Any) -> None:
+        t = self.time_s
+        odom = world.odom()
+        msg = Odometry()
+        msg.header.stamp = _stamp(t)
+        msg.header.frame_id = "odom"
+        msg.child_frame_id = "base_link"
+        x, y, yaw = odom.pose
+        msg.pose.pose.position.x, msg.pose.pose.position.y = x, y
+        msg.pose.pose.orientation.z = math.sin(yaw / 2)
+        msg.pose.pose.orientation.w = math.cos(yaw / 2)
+        msg.twist.twist.linear.x, msg.twist.twist.linear.y = odom.twist[:2]
+        msg.twist.twist.angular.z = odom.twist[2]
+        self._odom_pub.publish(msg)
+        if t + 1e-9 >= self._next_scan:
+            self._next_scan = t + 1.0 / self._cfg["scan_rate_hz"]
+            scan = world.scan()
+            laser = LaserScan()
+            laser.header.stamp = msg.header.stamp
+            laser.header.frame_id = "base_link"
+            laser.angle_min = scan.angle_min
+            laser.angle_increment = scan.angle_increment
+            laser.angle_max = scan.angle_min + scan.angle_increment * (len(scan.ranges) - 1)
+            laser.scan_time = 1.0 / self._cfg["scan_rate_hz"]
+            laser.range_min, laser.range_max = scan.range_min, scan.range_max
+            laser.ranges = scan.ranges.tolist()
+            self._scan_pub.publish(laser)
+        if t + 1e-9 >= self._next_camera and self._frames is not None:
+            self._next_camera = t + 1.0 / self._cfg["camera_rate_hz"]
+            self._frames.submit(world, world.snapshot(), t)
+            if self._state == "running":
+                self._episode_frames += 1
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def frames_rendered(self) -> int:
+        return self._frames.rendered if self._frames is not None else 0
+
+    def destroy_node(self) -> None:
+        """Stop the render worker (it closes its GL context) before the publishers go."""
+        if self._frames is not None:
+            self._frames.stop()
+            self._frames = None
+        super().destroy_node()
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Console script `sim_node`."""
+    return run_node(SimNode, args)

@@ -1,0 +1,200 @@
+"""The sim node, the expert driver and `vla-ros sim eval` through real rclpy and DDS."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import yaml
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+@pytest.fixture
+def stack_context():
+    """An rclpy context initialised with config/mobile.yaml, as a deployment is."""
+    import rclpy
+    from rclpy.context import Context
+
+    from vla_ros.bringup import StackOptions, ros_args_for
+
+    context = Context()
+    rclpy.init(args=ros_args_for(StackOptions(mode="mobile", use_sim_time=True)), context=context)
+    yield context
+    if context.ok():
+        rclpy.shutdown(context=context)
+
+
+def _short_scenario(tmp_path, limit_s: float = 3.0):
+    from vla_ros.sim.scenario import SCENARIO_DIR
+
+    raw = yaml.safe_load((SCENARIO_DIR / "1box_vert_left.yaml").read_text(encoding="utf-8"))
+    raw["name"] = "short_1box"
+    raw["time_limit_s"] = limit_s
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_reset_mid_episode_holds_the_robot_until_the_safety_output_is_zero(
+    stack_context, spin_until
+) -> None:
+    import rclpy
+    from geometry_msgs.msg import Twist
+    from nav_msgs.msg import Odometry
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import String
+    from std_srvs.srv import Trigger
+
+    from vla_ros.bringup import StackOptions, build_stack
+    from vla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, make_executor
+    from vla_ros.nodes.expert_node import ExpertNode
+    from vla_ros.nodes.sim_node import SimNode
+
+    context = stack_context
+    sim = SimNode(context=context, parameter_overrides=[Parameter("seed", value=3)])
+    nodes = [
+        sim,
+        *build_stack(context, StackOptions(mode="mobile", use_sim_time=True), inference=False),
+        ExpertNode(context=context, parameter_overrides=[Parameter("use_sim_time", value=True)]),
+    ]
+    probe = rclpy.create_node("probe", context=context)
+    seen: dict = {"cmd": [], "states": [], "odom": None}
+
+    def on_episode(msg: String) -> None:
+        state = json.loads(msg.data)["state"]
+        last = seen["cmd"][-1] if seen["cmd"] else None
+        seen["states"].append((state, last, seen["odom"]))
+
+    probe.create_subscription(
+        Twist, "/cmd_vel", lambda m: seen["cmd"].append((m.linear.x, m.angular.z)), COMMAND_QOS
+    )
+    probe.create_subscription(String, "/vla_sim/episode", on_episode, LATCHED_QOS)
+    probe.create_subscription(
+        Odometry,
+        "/odom",
+        lambda m: seen.update(odom=(m.pose.pose.position.x, m.pose.pose.position.y)),
+        SENSOR_QOS,
+    )
+    reset = probe.create_client(Trigger, "/vla_sim/reset")
+    executor = make_executor(context)
+    for node in [*nodes, probe]:
+        executor.add_node(node)
+    try:
+
+        def moving() -> bool:
+            last = seen["cmd"][-1] if seen["cmd"] else (0.0, 0.0)
+            return sim.state == "running" and abs(last[0]) > 0.1
+
+        assert spin_until(executor, moving, 30.0), sim.state
+        sim.set_parameters([Parameter("seed", value=4)])
+        future = reset.call_async(Trigger.Request())
+        assert spin_until(executor, future.done, 10.0)
+        assert future.result().success, future.result().message
+        assert sim.state == "settling"
+        marker = len(seen["states"])
+        start = sim._world.layout.start[:2]
+        assert spin_until(
+            executor, lambda: any(s[0] == "running" for s in seen["states"][marker:]), 30.0
+        )
+        _state, last_cmd, odom = next(s for s in seen["states"][marker:] if s[0] == "running")
+        assert last_cmd == (0.0, 0.0)
+        assert odom == pytest.approx(start, abs=1e-6)
+    finally:
+        executor.shutdown(timeout_sec=5.0)
+        for node in [probe, *reversed(nodes)]:
+            node.destroy_node()
+
+
+def test_bad_scenarios_are_refused_with_their_name(stack_context, spin_until) -> None:
+    from rclpy.parameter import Parameter
+
+    from vla_ros.nodes.common import ParameterError
+    from vla_ros.nodes.sim_node import SimNode
+
+    with pytest.raises(ParameterError, match="unknown scenario 'nope'"):
+        SimNode(context=stack_context, parameter_overrides=[Parameter("scenario", value="nope")])
+    with pytest.raises(ParameterError, match=r"step_dt must be a multiple of 0\.005"):
+        SimNode(context=stack_context, parameter_overrides=[Parameter("step_dt", value=0.013)])
+    sim = SimNode(context=stack_context)
+    try:
+        sim.set_parameters([Parameter("scenario", value="/no/such/file.yaml")])
+        ok, message = sim.reset_episode()
+        assert not ok
+        assert "/no/such/file.yaml" in message
+        assert sim.state == "settling"
+    finally:
+        sim.destroy_node()
+
+
+def test_expert_eval_through_the_stack_writes_summary_bags_and_png(tmp_path) -> None:
+    from vla_ros.bag.check import check_bag
+    from vla_ros.bringup import default_params_file
+    from vla_ros.sim.evaluate import EvalOptions, run_eval
+    from vla_ros.sim.scenario import resolve_scenarios
+
+    out = tmp_path / "eval"
+    summary = run_eval(
+        EvalOptions(
+            scenarios=resolve_scenarios("2box_hori_right"),
+            out=out,
+            episodes=1,
+            seed_start=5,
+            languages=("ko",),
+            real_time_factor=2.0,
+        )
+    )
+    for key in (
+        "episodes",
+        "success_rate",
+        "collision_rate",
+        "compliance_rate",
+        "spl",
+        "vlm_calls_per_frame",
+        "safety_violations",
+    ):
+        assert key in summary
+        assert key in summary["scenarios"]["2box_hori_right"]
+    assert summary["episodes"] == 1
+    assert summary["success_rate"] == 1.0
+    assert summary["collision_rate"] == 0.0
+    assert summary["vlm_calls_per_frame"] == 0.0
+    written = json.loads((out / "summary.json").read_text())
+    assert written["episode_results"][0]["language"] == "ko"
+    bag = written["episode_results"][0]["bag"]
+    check = check_bag(bag, default_params_file("mobile"), time_tolerance_s=0.04)
+    assert check.samples > 50
+    assert (out / "trajectories_2box_hori_right.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("trigger", ["event", "every-frame"])
+def test_policy_eval_counts_vlm_calls_per_frame(tmp_path, tiny_model_dir, trigger) -> None:
+    from vla_ros.sim.evaluate import EvalOptions, run_eval
+    from vla_ros.sim.scenario import resolve_scenarios
+
+    summary = run_eval(
+        EvalOptions(
+            scenarios=resolve_scenarios(str(_short_scenario(tmp_path))),
+            out=tmp_path / "eval",
+            episodes=1,
+            driver="policy",
+            model_dir=str(tiny_model_dir),
+            trigger=trigger,
+        )
+    )
+    episode = summary["episode_results"][0]
+    assert episode["outcome"] in ("timeout", "collision", "wrong_side")
+    assert episode["frames"] > 10
+    assert episode["inferences"] >= 1
+    assert 0.0 < summary["vlm_calls_per_frame"] <= 1.0
+
+
+def test_cli_refuses_a_missing_model_dir_before_starting_anything(tmp_path, capsys) -> None:
+    from vla_ros.cli import main
+
+    code = main(["sim", "eval", "--driver", "policy", "--model-dir", str(tmp_path / "none")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "has no policy.yaml" in err
+    assert str(tmp_path / "none") in err
