@@ -11,7 +11,7 @@ export RMW_IMPLEMENTATION ?= rmw_fastrtps_cpp
 export HF_HUB_OFFLINE ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup tools demo test lint format bench colcon clean
+.PHONY: setup tools demo test lint format bench colcon clean train-demo
 
 setup: $(STAMP) tools
 
@@ -35,6 +35,10 @@ $(MODEL_DIR)/policy.yaml: $(STAMP)
 
 demo: setup $(MODEL_DIR)/policy.yaml
 	$(VENV)/bin/vla-ros demo --model-dir $(MODEL_DIR) --out $(OUT_DIR)/demo
+
+# Sim demos -> dataset -> train the learnable tiny model -> closed-loop eval on held-out seeds.
+train-demo: setup
+	MUJOCO_GL=$${MUJOCO_GL:-egl} $(VENV)/bin/vla-ros train-demo --out $(OUT_DIR)/train-demo $(TRAIN_DEMO_ARGS)
 
 test: setup
 	$(PY) -m pytest -q

@@ -277,8 +277,10 @@ def build_bag(path: str | Path, spec: DatasetSpec) -> BagResult:
             gripper = None if grip_values is None else grip_values[grip_idx[sel]]
             reason = None
             span = np.searchsorted(bad_times, [ticks[start] - period_ns, ticks[end]], side="right")
-            if span[1] > span[0] or not np.all(np.isfinite(ep_actions)) or (
-                gripper is not None and not np.all(np.isfinite(gripper))
+            if (
+                span[1] > span[0]
+                or not np.all(np.isfinite(ep_actions))
+                or (gripper is not None and not np.all(np.isfinite(gripper)))
             ):
                 reason = "nan_action"
             elif sel.size < spec.min_episode_steps:

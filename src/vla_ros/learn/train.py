@@ -51,6 +51,7 @@ HUBER_DELTA = 1.0
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "training"
 KEEP_CHECKPOINTS = 2
+PROBE_SAMPLES = 256
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -350,7 +351,12 @@ class _Trainer:
         )
         self.init_dir = init
         self.sets = {}
-        for name, split in (("train", self.train_split), ("validation", self.val_split)):
+        splits = (
+            ("train", self.train_split),
+            ("validation", self.val_split),
+            ("train_probe", self.train_split),
+        )
+        for name, split in splits:
             normalized = codec.normalize(split.actions) if split.frame_count else split.actions
             self.sets[name] = SampleSet(
                 split,
@@ -426,9 +432,9 @@ class _Trainer:
             "lengths": batch["length"].cpu(),
         }
         if self.config.recipe == "head":
-            inputs["features"] = self.cache[name][unique].to(device)
+            inputs["features"] = self.cache[_cache_key(name)][unique].to(device)
         else:
-            split = self.train_split if name == "train" else self.val_split
+            split = self.val_split if name == "validation" else self.train_split
             rows = unique.numpy()
             inputs["pixels"] = self._pixels(split, rows).to(device)
             inputs["text_ids"] = [
@@ -461,6 +467,11 @@ class _Trainer:
             self.model, optimizer, scheduler, loaders["train"]
         )
         val_loader = acc.prepare(loaders["validation"]) if len(self.sets["validation"]) else None
+        # A fixed slice of the training samples: the loss the optimiser actually lowers.
+        probe = torch.utils.data.Subset(
+            self.sets["train_probe"], range(min(PROBE_SAMPLES, len(self.sets["train_probe"])))
+        )
+        probe_loader = acc.prepare(torch.utils.data.DataLoader(probe, batch_size=cfg.batch_size))
         state = {"step": 0, "epoch": 0, "batch": 0, "samples": 0, "seconds": 0.0}
         ckpt_root = self.out / CHECKPOINT_DIR
         if cfg.resume:
@@ -488,6 +499,7 @@ class _Trainer:
         progress = _Progress(cfg.progress and self.is_main, total, state["step"])
         if "initial_val_loss" not in state:
             state["initial_val_loss"] = self._validate(model, val_loader)[0]
+            state["initial_train_loss"] = self._validate(model, probe_loader, "train_probe")[0]
         val_loss = val_nrmse = float("nan")
         stop = False
         run_start = time.monotonic() - state["seconds"]
@@ -539,6 +551,7 @@ class _Trainer:
             if stop:
                 break
         progress.close()
+        state["final_train_loss"] = self._validate(model, probe_loader, "train_probe")[0]
         self._checkpoint(state, ckpt_root)
         state["seconds"] = time.monotonic() - run_start
         samples_per_s = state["samples"] / max(state["seconds"], 1e-9)
@@ -548,7 +561,9 @@ class _Trainer:
         return TrainResult(self.out, state["step"], val_loss, val_nrmse, samples_per_s)
 
     @torch.no_grad()
-    def _validate(self, model: nn.Module, loader: Any) -> tuple[float, float]:
+    def _validate(
+        self, model: nn.Module, loader: Any, name: str = "validation"
+    ) -> tuple[float, float]:
         """Mean masked loss and action NRMSE (RMSE / range, over the axes that move)."""
         if loader is None:
             return float("nan"), float("nan")
@@ -556,7 +571,7 @@ class _Trainer:
         acc = self.accelerator
         sums = torch.zeros(3 + self.policy.motion_dof, device=acc.device)
         for batch in loader:
-            motion, logits = model(**self._inputs("validation", batch))
+            motion, logits = model(**self._inputs(name, batch))
             loss, _, _ = robovlms_loss(
                 motion, batch["target"], batch["mask"], logits, batch.get("gripper")
             )
@@ -666,6 +681,8 @@ class _Trainer:
             "seconds": round(state["seconds"], 2),
             "samples_per_s": round(samples_per_s, 2),
             "initial_val_loss": state["initial_val_loss"],
+            "initial_train_loss": state["initial_train_loss"],
+            "final_train_loss": state["final_train_loss"],
             "val_loss": val_loss,
             "val_nrmse": val_nrmse,
             "history_cadence": self.cadence.to_dict(self.policy.action_period_s),
@@ -682,6 +699,10 @@ def _gather_strings(acc: Any, text: str) -> list[str]:
     data = torch.tensor(list(bytes.fromhex(text)), dtype=torch.int64, device=acc.device)
     gathered = acc.gather(data.unsqueeze(0)).reshape(acc.num_processes, -1).cpu()
     return [bytes(row.tolist()).hex() for row in gathered]
+
+
+def _cache_key(name: str) -> str:
+    return "validation" if name == "validation" else "train"
 
 
 def _latest_checkpoint(root: Path) -> Path | None:
