@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from learn_support import START_NS, image_msg, string_msg, twist_msg, write_toy_bag
 
+from learn_support import START_NS, image_msg, string_msg, twist_msg, write_toy_bag
 from vla_ros.bag.io import BagWriter, typestore
 from vla_ros.cli import main
 from vla_ros.learn.build import build_bag, build_dataset
@@ -26,7 +26,8 @@ def toy_bag(tmp_path_factory):
 
 def test_build_writes_parquet_readable_without_vla_ros(toy_bag, tmp_path):
     report = build_dataset([toy_bag], tmp_path / "ds", SPEC)
-    assert report.episodes == 4 and report.train_episodes + report.val_episodes == 4
+    assert report.episodes == 4
+    assert report.train_episodes + report.val_episodes == 4
     assert report.val_episodes >= 1
     train = pq.read_table(tmp_path / "ds" / "data" / "train.parquet")
     assert {"episode_index", "frame_index", "timestamp", "instruction", "action", "image"} <= set(
@@ -49,7 +50,8 @@ def test_build_writes_parquet_readable_without_vla_ros(toy_bag, tmp_path):
     # 3 s per episode at 10 Hz, resampled from 20 Hz commands and 10 fps frames.
     assert all(28 <= e["length"] <= 30 for e in episodes)
     card = (tmp_path / "ds" / "README.md").read_text()
-    assert "/cmd_vel" in card and "frames/s" in card
+    assert "/cmd_vel" in card
+    assert "frames/s" in card
 
 
 def test_resampled_actions_are_the_commands_in_effect(toy_bag, tmp_path):
@@ -150,7 +152,8 @@ def test_nan_actions_skip_episodes_with_counted_reason(tmp_path):
     assert "nan_action" in str(info.value)
     good = write_toy_bag(tmp_path / "good", episodes=FOUR[1:3])
     report = build_dataset([bag, good], tmp_path / "ds2", SPEC)
-    assert report.episodes == 2 and report.skipped["nan_action"] >= 1
+    assert report.episodes == 2
+    assert report.skipped["nan_action"] >= 1
 
 
 def test_no_instruction_and_empty_inputs_are_refused(tmp_path):
@@ -223,7 +226,7 @@ def test_spec_validation_names_the_field(field, value, message):
 def test_spec_file_unknown_key_is_refused(tmp_path):
     path = tmp_path / "dataset.yaml"
     path.write_text("camera_topc: /x\n")
-    with pytest.raises(DatasetError, match="unknown field.*camera_topc"):
+    with pytest.raises(DatasetError, match=r"unknown field.*camera_topc"):
         DatasetSpec.load(path)
 
 
@@ -233,7 +236,8 @@ def test_cli_build_info_and_preview(toy_bag, tmp_path, capsys):
     assert (out / "preview.png").stat().st_size > 1000
     assert main(["dataset", "info", str(out), "--preview", str(tmp_path / "p.png")]) == 0
     printed = capsys.readouterr().out
-    assert "episodes" in printed and "frames/s" in printed
+    assert "episodes" in printed
+    assert "frames/s" in printed
     assert (tmp_path / "p.png").is_file()
     # A second build into the same directory needs --overwrite.
     assert main(["dataset", "build", str(toy_bag), "--out", str(out), "--image-size", "32"]) == 2

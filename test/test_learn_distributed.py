@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from learn_support import write_toy_bag
 
+from learn_support import write_toy_bag
 from vla_ros.learn.build import build_dataset
 from vla_ros.learn.spec import DatasetSpec
 
@@ -75,6 +75,7 @@ def test_two_gloo_ranks_hold_identical_weights_and_reduce_the_loss(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((out / "training" / "summary.json").read_text())
     assert summary["world_size"] == 2
-    assert len(summary["rank_checksums"]) == 2 and summary["ranks_identical"]
+    assert len(summary["rank_checksums"]) == 2
+    assert summary["ranks_identical"]
     assert summary["samples"] == 12 * 8 * 2, "each step consumed one batch per rank"
     assert summary["final_train_loss"] < summary["initial_train_loss"]

@@ -21,7 +21,8 @@ from vla_ros.learn.samples import (
 
 def test_shipped_mobile_config_spaces_history_two_to_seven_steps():
     trigger = trigger_from_params(default_params_file("mobile"))
-    assert trigger.min_interval_s == 0.2 and trigger.chunk_low_threshold == 3
+    assert trigger.min_interval_s == 0.2
+    assert trigger.chunk_low_threshold == 3
     cadence = event_cadence(trigger, period_s=0.1, chunk=10)
     assert (cadence.min_steps, cadence.max_steps) == (2, 7)
 
@@ -43,9 +44,11 @@ def test_history_ends_at_target_with_cadence_gaps(target, window, low, extra, se
     gaps = draw_gaps(np.random.default_rng(seed), cadence, window - 1)
     rows = history_indices(target, window, gaps)
     assert 1 <= rows.size <= window
-    assert rows[-1] == target and rows[0] >= 0
+    assert rows[-1] == target
+    assert rows[0] >= 0
     steps = np.diff(rows)
-    assert np.all(steps >= low) and np.all(steps <= low + extra)
+    assert np.all(steps >= low)
+    assert np.all(steps <= low + extra)
     # Truncated only by the episode start, as after a reset at deployment.
     if rows.size < window:
         assert rows[0] - (gaps[rows.size - 1]) < 0
@@ -57,7 +60,8 @@ def test_chunk_target_masks_past_the_episode_end(length, target, chunk):
     actions = np.arange(length, dtype=np.float32)[:, None].repeat(3, axis=1)
     values, mask = chunk_target(actions, target, chunk)
     valid = min(chunk, length - target)
-    assert mask.sum() == valid and np.all(mask[:valid] == 1)
+    assert mask.sum() == valid
+    assert np.all(mask[:valid] == 1)
     np.testing.assert_array_equal(values[:valid, 0], np.arange(target, target + valid))
 
 

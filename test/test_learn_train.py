@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from learn_support import blob_frame, write_toy_bag
 
+from learn_support import blob_frame, write_toy_bag
 from vla_ros.cli import main
 from vla_ros.learn.build import build_dataset
 from vla_ros.learn.spec import DatasetError, DatasetSpec
@@ -71,7 +71,8 @@ def test_loss_is_huber_plus_masked_bce():
 def test_head_recipe_writes_a_model_the_policy_loads(dataset, learnable, tmp_path):
     out = tmp_path / "model"
     result = train(_config(dataset, learnable, out))
-    assert result.steps == 4 and np.isfinite(result.val_loss)
+    assert result.steps == 4
+    assert np.isfinite(result.val_loss)
     config = PolicyConfig.load(out)
     low, high = Dataset(dataset).norm_bounds
     assert list(config.action_min) == pytest.approx(low)
@@ -82,11 +83,13 @@ def test_head_recipe_writes_a_model_the_policy_loads(dataset, learnable, tmp_pat
     policy = VLAPolicy.from_pretrained(out)
     for _ in range(10):  # past the window
         chunk = policy.step(blob_frame(0.2, 64), "steer left")
-    assert chunk.motion.shape == (10, 3) and np.all(np.isfinite(chunk.motion))
+    assert chunk.motion.shape == (10, 3)
+    assert np.all(np.isfinite(chunk.motion))
     assert np.all(chunk.motion >= np.array(low) - 1e-6)
     assert np.all(chunk.motion <= np.array(high) + 1e-6)
     summary = json.loads((out / "training" / "summary.json").read_text())
-    assert summary["steps"] == 4 and summary["samples_per_s"] > 0
+    assert summary["steps"] == 4
+    assert summary["samples_per_s"] > 0
     assert (out / "training" / "metrics.csv").read_text().count("\n") == 2
     assert list((out / "training" / "tensorboard").iterdir())
 
@@ -128,26 +131,28 @@ def test_interrupted_training_resumes_from_its_checkpoint(dataset, learnable, tm
     result = train(_config(dataset, learnable, out, max_steps=6, resume=True))
     assert result.steps == 6
     summary = json.loads((out / "training" / "summary.json").read_text())
-    assert summary["steps"] == 6 and summary["samples"] == 6 * 4
+    assert summary["steps"] == 6
+    assert summary["samples"] == 6 * 4
 
 
 def test_mismatched_action_space_and_bad_paths_are_clear(dataset, tmp_path, capsys):
     from vla_ros.policy.tiny import make_tiny_model
 
     arm = make_tiny_model(tmp_path / "arm", "arm7")
-    with pytest.raises(DatasetError, match="is mobile3 but the init model .* is arm7"):
+    with pytest.raises(DatasetError, match=r"is mobile3 but the init model .* is arm7"):
         train(_config(dataset, arm, tmp_path / "out"))
     with pytest.raises(DatasetError, match="not a vla_ros dataset"):
         train(_config(tmp_path, arm, tmp_path / "out2"))
     code = main(
         ["train", "--dataset", str(dataset), "--init", str(tmp_path / "none"), "--out", "x"]
     )
-    assert code == 2 and "does not exist" in capsys.readouterr().err
+    assert code == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_wrong_image_size_asks_for_a_rebuild(dataset, tmp_path):
     from vla_ros.policy.tiny import make_tiny_model
 
     wiring = make_tiny_model(tmp_path / "wiring", "mobile3")
-    with pytest.raises(DatasetError, match="stores 64 px images but the model .* takes 224 px"):
+    with pytest.raises(DatasetError, match=r"stores 64 px images but the model .* takes 224 px"):
         train(_config(dataset, wiring, tmp_path / "out"))

@@ -12,6 +12,7 @@ layer's activations are live again during its recomputation.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 GIB = 1024**3
@@ -66,7 +67,7 @@ class PaliGemmaSizes:
         h = self.lstm_hidden
         lstm = 4 * h * (self.text_hidden + h + 2) + (self.lstm_layers - 1) * 4 * h * (2 * h + 2)
         widths = (h, *self.mlp_hidden, self.chunk * self.motion_dof)
-        mlp = sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
+        mlp = sum(a * b + b for a, b in itertools.pairwise(widths))
         return lstm + mlp
 
     def lora_params(self, rank: int) -> int:
