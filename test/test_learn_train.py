@@ -101,7 +101,18 @@ def test_lora_is_merged_and_full_trains_every_weight(dataset, learnable, tmp_pat
     frame = blob_frame(-0.3, 64)
     for recipe in ("lora", "full"):
         out = tmp_path / recipe
-        train(_config(dataset, learnable, out, recipe=recipe, max_steps=2, lr=1e-2))
+        checkpointing = recipe == "full"
+        train(
+            _config(
+                dataset,
+                learnable,
+                out,
+                recipe=recipe,
+                max_steps=2,
+                lr=1e-2,
+                gradient_checkpointing=checkpointing,
+            )
+        )
         with safe_open(str(out / "model.safetensors"), "pt") as handle:
             keys = list(handle.keys())
         assert not [key for key in keys if "lora" in key or "base_layer" in key]

@@ -138,10 +138,19 @@ def _read_streams(path: Path, spec: DatasetSpec, result: BagResult) -> _Streams 
     return streams
 
 
-def _decode(msg: Any, msgtype: str, size: int) -> np.ndarray:
+def _decode(msg: Any, msgtype: str, spec: DatasetSpec) -> np.ndarray:
+    """The frame the policy sees at deployment: camera-node conversion, then its preprocessor."""
+    from PIL import Image
+
+    size = spec.camera_image_size
     if msgtype.endswith("CompressedImage"):
-        return compressed_msg_to_frame(msg, size)
-    return image_msg_to_frame(msg, size)
+        frame = compressed_msg_to_frame(msg, size)
+    else:
+        frame = image_msg_to_frame(msg, size)
+    if size == spec.image_size:
+        return frame
+    resized = Image.fromarray(frame).resize((spec.image_size,) * 2, resample=spec.resample)
+    return np.asarray(resized, dtype=np.uint8)
 
 
 def _camera_offset_ns(streams: _Streams) -> int:
@@ -236,7 +245,7 @@ def build_bag(path: str | Path, spec: DatasetSpec) -> BagResult:
     def frame(index: int) -> np.ndarray:
         if index not in decoded:
             _, _, msg = streams.camera[index]
-            decoded[index] = _decode(msg, streams.camera_type, spec.image_size)
+            decoded[index] = _decode(msg, streams.camera_type, spec)
         return decoded[index]
 
     for segment in _segments(cam_times, max_gap_ns, result.skipped):

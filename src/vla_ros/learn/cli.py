@@ -26,6 +26,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--control-rate", type=float, default=None, metavar="HZ")
     build.add_argument("--image-size", type=int, default=None, metavar="PX")
     build.add_argument(
+        "--camera-image-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="the camera node's image_size at deployment (config/*.yaml: 224)",
+    )
+    build.add_argument(
         "--model-dir", type=Path, default=None, help="take the image size from this model"
     )
     build.add_argument("--val-fraction", type=float, default=None)
@@ -65,6 +72,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--lora-rank", type=int, default=16)
     train.add_argument("--lora-vision", action="store_true", help="LoRA on SigLIP too")
+    train.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="lora/full: recompute decoder activations in backward (3B on one 24 GB GPU)",
+    )
     train.add_argument("--strategy", choices=("ddp", "fsdp"), default="ddp")
     train.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto")
     train.add_argument("--seed", type=int, default=0)
@@ -81,11 +93,12 @@ def _handle_build(args: argparse.Namespace) -> int:
     from vla_ros.learn.spec import DatasetSpec
     from vla_ros.learn.store import Dataset
 
-    image_size = args.image_size
+    image_size, resample = args.image_size, None
     if args.model_dir is not None:
-        from vla_ros.policy.model import read_spec
+        from vla_ros.policy.backbone import PREPROCESSOR_FILE, ImagePreprocessing
 
-        image_size = read_spec(args.model_dir).image_size
+        preprocessing = ImagePreprocessing.from_file(args.model_dir / PREPROCESSOR_FILE)
+        image_size, resample = preprocessing.size, preprocessing.resample
     spec = DatasetSpec.load(
         args.spec,
         action_space=args.action_space,
@@ -95,6 +108,8 @@ def _handle_build(args: argparse.Namespace) -> int:
         gripper_topic=args.gripper_topic,
         control_rate_hz=args.control_rate,
         image_size=image_size,
+        camera_image_size=args.camera_image_size,
+        resample=resample,
         val_fraction=args.val_fraction,
         seed=args.seed,
     )

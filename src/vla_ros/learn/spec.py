@@ -26,6 +26,9 @@ class DatasetSpec:
 
     `control_rate_hz` is the rate of the resampled timeline; it becomes the policy's
     `action_period_s` (1 / rate), so it must be the rate the robot executes chunk actions at.
+    Frames go through the resizes of deployment: the camera node's (to `camera_image_size`, its
+    `image_size` parameter in config/*.yaml), then the policy preprocessor's (PIL filter
+    `resample`, 3 = bicubic as in SigLIP) to the model's `image_size`.
     An episode ends at an instruction change, a message on a marker topic, a camera or action
     gap longer than `max_gap_s`, or a camera stamp that runs backwards (a restarted clock).
     """
@@ -38,6 +41,8 @@ class DatasetSpec:
     marker_topics: tuple[str, ...] = ("/vla/reset",)
     control_rate_hz: float = 10.0
     image_size: int = 224
+    camera_image_size: int = 224
+    resample: int = 3
     max_gap_s: float = 0.5
     min_episode_steps: int = 10
     val_fraction: float = 0.1
@@ -84,7 +89,12 @@ class DatasetSpec:
                 raise DatasetError(
                     f"dataset spec: {name} must be in [{low}, {high}], got {value!r}"
                 )
-        for name, low in (("image_size", 8), ("min_episode_steps", 1)):
+        for name, low in (
+            ("image_size", 8),
+            ("camera_image_size", 8),
+            ("resample", 0),
+            ("min_episode_steps", 1),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise DatasetError(

@@ -83,6 +83,7 @@ class TrainConfig:
     trigger_params: str | None = None
     lora_rank: int = 16
     lora_vision: bool = False
+    gradient_checkpointing: bool = False
     strategy: str = "ddp"
     mixed_precision: str = "auto"
     seed: int = 0
@@ -379,6 +380,11 @@ class _Trainer:
             }
             self.model = TrainablePolicy(None, head)
         else:
+            if cfg.gradient_checkpointing:
+                # Keep only each decoder layer's input; recompute the rest in backward.
+                backbone.vlm.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False}
+                )
             if cfg.recipe == "lora":
                 self._add_lora()
             self.model = TrainablePolicy(backbone, head)
