@@ -167,3 +167,17 @@ def test_wrong_image_size_asks_for_a_rebuild(dataset, tmp_path):
     wiring = make_tiny_model(tmp_path / "wiring", "mobile3")
     with pytest.raises(DatasetError, match=r"stores 64 px images but the model .* takes 224 px"):
         train(_config(dataset, wiring, tmp_path / "out"))
+
+
+def test_keep_best_saves_the_lowest_validation_loss(dataset, learnable, tmp_path):
+    import csv
+
+    out = tmp_path / "best"
+    config = _config(dataset, learnable, out, max_steps=None, epochs=3, lr=3e-2, keep_best=True)
+    result = train(config)
+    with (out / "training" / "metrics.csv").open() as handle:
+        losses = [float(row["val_loss"]) for row in csv.DictReader(handle)]
+    assert len(losses) == 3
+    assert result.val_loss == pytest.approx(min(losses), abs=2e-6)
+    summary = json.loads((out / "training" / "summary.json").read_text())
+    assert summary["best_step"] in (30, 60, 90)

@@ -79,6 +79,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--strategy", choices=("ddp", "fsdp"), default="ddp")
     train.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto")
+    train.add_argument(
+        "--keep-best",
+        action="store_true",
+        help="save the weights of the epoch with the lowest validation loss, not the last",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--checkpoint-every", type=int, default=200, metavar="STEPS")
     train.add_argument("--resume", action="store_true", help="continue from --out/checkpoints")

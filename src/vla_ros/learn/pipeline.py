@@ -115,6 +115,7 @@ def _handle(args: argparse.Namespace) -> int:
         "train", "--dataset", str(dataset), "--init", str(init), "--recipe", args.recipe,
         "--epochs", str(args.epochs), "--max-minutes", str(args.train_minutes), "--lr",
         str(args.lr), "--batch-size", str(args.batch_size), "--no-progress", "--overwrite",
+        "--keep-best",
     ]  # fmt: skip
     stage(
         "train", [*train_common, "--out", str(model), "--history", "event"], model / "policy.yaml"

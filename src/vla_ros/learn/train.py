@@ -84,6 +84,7 @@ class TrainConfig:
     lora_rank: int = 16
     lora_vision: bool = False
     gradient_checkpointing: bool = False
+    keep_best: bool = False
     strategy: str = "ddp"
     mixed_precision: str = "auto"
     seed: int = 0
@@ -507,6 +508,7 @@ class _Trainer:
             state["initial_val_loss"] = self._validate(model, val_loader)[0]
             state["initial_train_loss"] = self._validate(model, probe_loader, "train_probe")[0]
         val_loss = val_nrmse = float("nan")
+        best: dict[str, torch.Tensor] | None = None
         stop = False
         run_start = time.monotonic() - state["seconds"]
         for epoch in range(state["epoch"], cfg.epochs):
@@ -551,12 +553,18 @@ class _Trainer:
                 state["epoch"] = epoch + 1
                 state["batch"] = 0
             val_loss, val_nrmse = self._validate(model, val_loader)
+            if cfg.keep_best and val_loss < state.get("best_val_loss", math.inf):
+                state["best_val_loss"], state["best_step"] = val_loss, state["step"]
+                best = _trainable_copy(acc.unwrap_model(model))
             train_loss = float(np.mean(running)) if running else float("nan")
             if self.is_main:
                 self._log_epoch(log_dir, epoch, state, train_loss, val_loss, val_nrmse, writer)
             if stop:
                 break
         progress.close()
+        if best is not None and val_loss > state["best_val_loss"]:
+            _restore(acc.unwrap_model(model), best)
+            val_loss, val_nrmse = self._validate(model, val_loader)
         state["final_train_loss"] = self._validate(model, probe_loader, "train_probe")[0]
         self._checkpoint(state, ckpt_root)
         state["seconds"] = time.monotonic() - run_start
@@ -686,6 +694,7 @@ class _Trainer:
             "samples": state["samples"],
             "seconds": round(state["seconds"], 2),
             "samples_per_s": round(samples_per_s, 2),
+            "best_step": state.get("best_step"),
             "initial_val_loss": state["initial_val_loss"],
             "initial_train_loss": state["initial_train_loss"],
             "final_train_loss": state["final_train_loss"],
@@ -705,6 +714,17 @@ def _gather_strings(acc: Any, text: str) -> list[str]:
     data = torch.tensor(list(bytes.fromhex(text)), dtype=torch.int64, device=acc.device)
     gathered = acc.gather(data.unsqueeze(0)).reshape(acc.num_processes, -1).cpu()
     return [bytes(row.tolist()).hex() for row in gathered]
+
+
+def _trainable_copy(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in module.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def _restore(module: nn.Module, values: dict[str, torch.Tensor]) -> None:
+    for name, param in module.named_parameters():
+        if name in values:
+            param.copy_(values[name].to(param.device))
 
 
 def _cache_key(name: str) -> str:
