@@ -178,6 +178,6 @@ def test_keep_best_saves_the_lowest_validation_loss(dataset, learnable, tmp_path
     with (out / "training" / "metrics.csv").open() as handle:
         losses = [float(row["val_loss"]) for row in csv.DictReader(handle)]
     assert len(losses) == 3
-    assert result.val_loss == pytest.approx(min(losses), abs=2e-6)
+    assert result.val_loss == pytest.approx(min(losses), rel=1e-3)
     summary = json.loads((out / "training" / "summary.json").read_text())
     assert summary["best_step"] in (30, 60, 90)
