@@ -180,4 +180,4 @@ def test_keep_best_saves_the_lowest_validation_loss(dataset, learnable, tmp_path
     assert len(losses) == 3
     assert result.val_loss == pytest.approx(min(losses), rel=1e-3)
     summary = json.loads((out / "training" / "summary.json").read_text())
-    assert summary["best_step"] in (30, 60, 90)
+    assert 0 < summary["best_step"] <= result.steps
