@@ -242,3 +242,13 @@ def test_cli_build_info_and_preview(toy_bag, tmp_path, capsys):
     # A second build into the same directory needs --overwrite.
     assert main(["dataset", "build", str(toy_bag), "--out", str(out), "--image-size", "32"]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_truncated_bag_is_skipped_and_named(toy_bag, tmp_path):
+    killed = tmp_path / "killed_recording"
+    killed.mkdir()
+    (killed / "killed_recording_0.db3").write_bytes(b"")
+    report = build_dataset([killed, toy_bag], tmp_path / "ds", SPEC)
+    assert report.skipped["unreadable_bag"] == 1
+    assert report.episodes == 4
+    assert any("killed_recording" in error for error in report.errors)

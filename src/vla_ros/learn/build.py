@@ -359,7 +359,11 @@ def build_dataset(
     skipped: Counter[str] = Counter()
     errors: list[str] = []
     for bag in bags:
-        result = build_bag(bag, spec)
+        try:
+            result = build_bag(bag, spec)
+        except BagError as exc:  # unreadable or truncated (e.g. a recording that was killed)
+            result = BagResult(bag=str(bag), error=str(exc))
+            result.skipped["unreadable_bag"] += 1
         episodes.extend(result.episodes)
         skipped.update(result.skipped)
         if result.error:
