@@ -11,7 +11,7 @@ export RMW_IMPLEMENTATION ?= rmw_fastrtps_cpp
 export HF_HUB_OFFLINE ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup tools demo sim-demo eval test lint format bench colcon clean
+.PHONY: setup tools demo sim-demo eval train-demo test lint format bench colcon clean
 
 setup: $(STAMP) tools
 
@@ -59,6 +59,10 @@ eval: setup $(MODEL_DIR)/policy.yaml
 	MUJOCO_GL=$${MUJOCO_GL:-egl} $(VENV)/bin/vla-ros sim eval --scenarios mobile \
 	  --episodes $(EVAL_POLICY_EPISODES) --driver policy --model-dir $(MODEL_DIR) \
 	  --trigger every-frame --out $(OUT_DIR)/eval/policy_every_frame
+
+# Sim demos -> dataset -> train the learnable tiny model -> closed-loop eval on held-out seeds.
+train-demo: setup
+	MUJOCO_GL=$${MUJOCO_GL:-egl} $(VENV)/bin/vla-ros train-demo --out $(OUT_DIR)/train-demo $(TRAIN_DEMO_ARGS)
 
 test: setup
 	$(PY) -m pytest -q

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "vla_ros.policy.cli",
     "vla_ros.bag.cli",
+    "vla_ros.learn.cli",
+    "vla_ros.learn.pipeline",
     "vla_ros.bringup",
     "vla_ros.demo",
     "vla_ros.sim.cli",

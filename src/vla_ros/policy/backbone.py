@@ -339,5 +339,26 @@ class PaliGemmaBackbone(nn.Module):
         embeds, act_index = self.sequence(image_embeds, text_ids)
         return self.decode(embeds)[0, act_index]
 
+    def batch_features(
+        self, pixel_values: torch.Tensor, text_ids: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """ACT features (N, hidden) of N frames in one vision and one decoder pass (training).
+
+        Each frame's sequence is the one `feature` builds; shorter ones are right-padded, which
+        the causal mask keeps invisible to every earlier position, so each row equals `feature`.
+        """
+        if pixel_values.shape[0] != len(text_ids):
+            raise ValueError(f"{pixel_values.shape[0]} frames but {len(text_ids)} instructions")
+        image_embeds = self.encode_image(pixel_values)
+        sequences, positions = [], []
+        for index, ids in enumerate(text_ids):
+            embeds, act_index = self.sequence(image_embeds[index : index + 1], ids)
+            sequences.append(embeds[0])
+            positions.append(act_index)
+        padded = torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True)
+        hidden = self.decode(padded)
+        rows = torch.arange(len(positions), device=hidden.device)
+        return hidden[rows, torch.tensor(positions, device=hidden.device)]
+
     def forward(self, pixel_values: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
         return self.feature(self.encode_image(pixel_values), text_ids)

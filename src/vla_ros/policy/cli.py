@@ -22,6 +22,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     add_mode_argument(tiny)
     tiny.add_argument("--seed", type=int, default=0, help="weight seed")
     tiny.add_argument("--overwrite", action="store_true", help="replace a non-empty directory")
+    tiny.add_argument(
+        "--preset",
+        choices=("wiring", "learnable"),
+        default="wiring",
+        help="wiring: real token count, for tests; learnable: small enough to train on a CPU",
+    )
     tiny.set_defaults(handler=_handle_make_tiny)
 
     fetch = subparsers.add_parser(
@@ -113,8 +119,9 @@ def _handle_make_tiny(args: argparse.Namespace) -> int:
             shutil.rmtree(args.out)
         else:
             args.out.unlink()
-    out = make_tiny_model(args.out, args.mode, seed=args.seed)
-    print(f"wrote tiny {args.mode} model to {out} (random weights: wiring tests only)")
+    out = make_tiny_model(args.out, args.mode, seed=args.seed, preset=args.preset)
+    note = "train it with `vla-ros train`" if args.preset == "learnable" else "wiring tests only"
+    print(f"wrote tiny {args.mode} model to {out} (random weights: {note})")
     return 0
 
 

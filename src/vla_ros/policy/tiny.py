@@ -6,21 +6,58 @@ Gemma, random weights, a BPE tokenizer with byte fallback trained here on an Eng
 instruction corpus (so any text tokenizes without unknown tokens), the SigLIP/PaliGemma
 processor configs, `policy.yaml` and a random `policy_head.safetensors`. Deterministic per seed.
 It exists to test loading and wiring on machines that cannot fetch the real weights.
+
+Preset `learnable` keeps the same classes and files but is sized to be trained from scratch on a
+CPU in minutes (`vla-ros train`): 64 px images in 8 px patches (64 image tokens), a 4-layer
+Gemma of width 128, and a matching small LSTM head (about 1.5 M parameters in all).
 """
 
 from __future__ import annotations
 
 import json
 import string
+from dataclasses import dataclass
 from pathlib import Path
 
 from vla_ros.policy.config import HEAD_FILE, PolicyConfig
 from vla_ros.policy.types import MOTION_DOF
 
-TEXT_HIDDEN = 64
-VISION_HIDDEN = 32
-IMAGE_SIZE = 224
-PATCH_SIZE = 14
+
+@dataclass(frozen=True)
+class TinyPreset:
+    """Sizes of a generated model; `wiring` mimics the real token count, `learnable` trains."""
+
+    text_hidden: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    vision_hidden: int = 32
+    vision_layers: int = 2
+    vision_heads: int = 2
+    image_size: int = 224
+    patch_size: int = 14
+    lstm_hidden: int = 32
+    lstm_layers: int = 2
+    mlp_hidden: tuple[int, ...] = (32, 16, 8)
+    random_action_token: bool = True
+
+
+PRESETS = {
+    "wiring": TinyPreset(),
+    "learnable": TinyPreset(
+        text_hidden=128,
+        text_layers=4,
+        text_heads=4,
+        vision_hidden=96,
+        vision_layers=3,
+        vision_heads=4,
+        image_size=64,
+        patch_size=8,
+        lstm_hidden=128,
+        lstm_layers=2,
+        mlp_hidden=(128, 64, 32),
+        random_action_token=False,
+    ),
+}
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>")
 IMAGE_TOKEN = "<image>"
 LOCATION_TOKENS = tuple(f"<loc{i:04d}>" for i in range(1024)) + tuple(
@@ -117,7 +154,7 @@ def _train_tokenizer() -> object:
     return tokenizer
 
 
-def _preprocessor_config() -> dict[str, object]:
+def _preprocessor_config(image_size: int, patch_size: int) -> dict[str, object]:
     return {
         "do_convert_rgb": None,
         "do_normalize": True,
@@ -125,19 +162,24 @@ def _preprocessor_config() -> dict[str, object]:
         "do_resize": True,
         "image_mean": [0.5, 0.5, 0.5],
         "image_processor_type": "SiglipImageProcessor",
-        "image_seq_length": (IMAGE_SIZE // PATCH_SIZE) ** 2,
+        "image_seq_length": (image_size // patch_size) ** 2,
         "image_std": [0.5, 0.5, 0.5],
         "processor_class": "PaliGemmaProcessor",
         "resample": 3,
         "rescale_factor": 1.0 / 255.0,
-        "size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        "size": {"height": image_size, "width": image_size},
     }
 
 
-def make_tiny_model(out_dir: str | Path, action_space: str = "mobile3", seed: int = 0) -> Path:
+def make_tiny_model(
+    out_dir: str | Path, action_space: str = "mobile3", seed: int = 0, preset: str = "wiring"
+) -> Path:
     """Write a complete, loadable, random tiny model directory and return its path."""
     if action_space not in MOTION_DOF:
         raise ValueError(f"action_space must be one of {sorted(MOTION_DOF)}, got {action_space!r}")
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    sizes = PRESETS[preset]
     import torch
     from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
 
@@ -152,22 +194,22 @@ def make_tiny_model(out_dir: str | Path, action_space: str = "mobile3", seed: in
     config = PaliGemmaConfig(
         vision_config={
             "model_type": "siglip_vision_model",
-            "hidden_size": VISION_HIDDEN,
-            "intermediate_size": 2 * VISION_HIDDEN,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": IMAGE_SIZE,
-            "patch_size": PATCH_SIZE,
+            "hidden_size": sizes.vision_hidden,
+            "intermediate_size": 2 * sizes.vision_hidden,
+            "num_hidden_layers": sizes.vision_layers,
+            "num_attention_heads": sizes.vision_heads,
+            "image_size": sizes.image_size,
+            "patch_size": sizes.patch_size,
             "vision_use_head": False,
         },
         text_config={
             "model_type": "gemma",
-            "hidden_size": TEXT_HIDDEN,
-            "intermediate_size": 2 * TEXT_HIDDEN,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
+            "hidden_size": sizes.text_hidden,
+            "intermediate_size": 2 * sizes.text_hidden,
+            "num_hidden_layers": sizes.text_layers,
+            "num_attention_heads": sizes.text_heads,
             "num_key_value_heads": 1,
-            "head_dim": TEXT_HIDDEN // 4,
+            "head_dim": sizes.text_hidden // sizes.text_heads,
             "vocab_size": vocab_size,
             "pad_token_id": tokenizer.pad_token_id,
             "bos_token_id": tokenizer.bos_token_id,
@@ -175,8 +217,8 @@ def make_tiny_model(out_dir: str | Path, action_space: str = "mobile3", seed: in
         },
         image_token_index=image_token_id,
         vocab_size=vocab_size,
-        projection_dim=TEXT_HIDDEN,
-        hidden_size=TEXT_HIDDEN,
+        projection_dim=sizes.text_hidden,
+        hidden_size=sizes.text_hidden,
         pad_token_id=tokenizer.pad_token_id,
     )
     generator_state = torch.random.get_rng_state()
@@ -185,15 +227,20 @@ def make_tiny_model(out_dir: str | Path, action_space: str = "mobile3", seed: in
         vlm = PaliGemmaForConditionalGeneration(config)
         policy = PolicyConfig.create(
             action_space,
-            hidden_size=TEXT_HIDDEN,
-            lstm_hidden=32,
-            lstm_layers=2,
-            mlp_hidden=(32, 16, 8),
-            model_id=f"vla_ros/tiny-{action_space}",
+            hidden_size=sizes.text_hidden,
+            lstm_hidden=sizes.lstm_hidden,
+            lstm_layers=sizes.lstm_layers,
+            mlp_hidden=sizes.mlp_hidden,
+            model_id=f"vla_ros/tiny-{action_space}" + ("" if preset == "wiring" else f"-{preset}"),
         )
         head = LSTMPolicyHead.from_config(policy)
-        # Random rather than RoboVLMs' zero init, so a loader that drops the token is noticed.
-        action_token = torch.randn(TEXT_HIDDEN) * 0.5
+        # Wiring: random rather than RoboVLMs' zero init, so a loader that drops the token is
+        # noticed. Learnable: RoboVLMs' zero init, the training starting point.
+        action_token = (
+            torch.randn(sizes.text_hidden) * 0.5
+            if sizes.random_action_token
+            else torch.zeros(sizes.text_hidden)
+        )
     finally:
         torch.random.set_rng_state(generator_state)
 
@@ -201,7 +248,8 @@ def make_tiny_model(out_dir: str | Path, action_space: str = "mobile3", seed: in
         vlm.save_pretrained(str(out))
         tokenizer.save_pretrained(str(out))
     (out / "preprocessor_config.json").write_text(
-        json.dumps(_preprocessor_config(), indent=2) + "\n", encoding="utf-8"
+        json.dumps(_preprocessor_config(sizes.image_size, sizes.patch_size), indent=2) + "\n",
+        encoding="utf-8",
     )
     policy.save(out)
     save_head_weights(out / HEAD_FILE, action_token, head)

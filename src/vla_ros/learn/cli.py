@@ -1,0 +1,158 @@
+"""`vla-ros dataset build|info` and `vla-ros train`; heavy imports stay inside the handlers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+RECIPES = ("head", "lora", "full")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register the learning commands on the `vla-ros` CLI."""
+    dataset = subparsers.add_parser("dataset", help="build and inspect training datasets")
+    commands = dataset.add_subparsers(dest="dataset_command", required=True, metavar="COMMAND")
+
+    build = commands.add_parser("build", help="rosbags -> Parquet episodes + stats + card")
+    build.add_argument("bags", nargs="+", type=Path, help="rosbag2 directories or files")
+    build.add_argument("--out", type=Path, required=True, help="dataset directory to write")
+    build.add_argument("--spec", type=Path, default=None, help="dataset.yaml (topic map, rules)")
+    build.add_argument("--action-space", choices=("mobile3", "arm7"), default=None)
+    build.add_argument("--camera-topic", default=None)
+    build.add_argument("--instruction-topic", default=None)
+    build.add_argument("--action-topic", default=None)
+    build.add_argument("--gripper-topic", default=None)
+    build.add_argument("--control-rate", type=float, default=None, metavar="HZ")
+    build.add_argument("--image-size", type=int, default=None, metavar="PX")
+    build.add_argument(
+        "--camera-image-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="the camera node's image_size at deployment (config/*.yaml: 224)",
+    )
+    build.add_argument(
+        "--model-dir", type=Path, default=None, help="take the image size from this model"
+    )
+    build.add_argument("--val-fraction", type=float, default=None)
+    build.add_argument("--seed", type=int, default=None)
+    build.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    build.add_argument("--no-preview", action="store_true", help="skip preview.png")
+    build.set_defaults(handler=_handle_build)
+
+    info = commands.add_parser("info", help="summary of a built dataset (+ preview PNG)")
+    info.add_argument("dataset", type=Path)
+    info.add_argument("--preview", type=Path, default=None, help="write a preview PNG here")
+    info.set_defaults(handler=_handle_info)
+
+    train = subparsers.add_parser("train", help="train a policy on a dataset (Accelerate)")
+    train.add_argument("--dataset", type=Path, required=True)
+    train.add_argument("--init", type=Path, required=True, help="model directory to start from")
+    train.add_argument("--out", type=Path, required=True, help="model directory to write")
+    train.add_argument("--recipe", choices=RECIPES, default="head")
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    train.add_argument(
+        "--max-minutes", type=float, default=None, help="stop (and save) after this long"
+    )
+    train.add_argument("--batch-size", type=int, default=4, help="per process")
+    train.add_argument("--grad-accum", type=int, default=1)
+    train.add_argument("--lr", type=float, default=2e-5, help="RoboVLMs: 2e-5")
+    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--warmup-steps", type=int, default=0)
+    train.add_argument(
+        "--history",
+        choices=("event", "step"),
+        default="event",
+        help="event: history spaced like the event trigger (train as deployed); step: per step",
+    )
+    train.add_argument(
+        "--trigger-params", type=Path, default=None, help="params file (default config/mobile.yaml)"
+    )
+    train.add_argument("--lora-rank", type=int, default=16)
+    train.add_argument("--lora-vision", action="store_true", help="LoRA on SigLIP too")
+    train.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="lora/full: recompute decoder activations in backward (3B on one 24 GB GPU)",
+    )
+    train.add_argument("--strategy", choices=("ddp", "fsdp"), default="ddp")
+    train.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto")
+    train.add_argument(
+        "--keep-best",
+        action="store_true",
+        help="save the weights of the epoch with the lowest validation loss, not the last",
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--checkpoint-every", type=int, default=200, metavar="STEPS")
+    train.add_argument("--resume", action="store_true", help="continue from --out/checkpoints")
+    train.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    train.set_defaults(handler=_handle_train)
+
+
+def _handle_build(args: argparse.Namespace) -> int:
+    from vla_ros.learn.build import build_dataset
+    from vla_ros.learn.spec import DatasetSpec
+    from vla_ros.learn.store import Dataset
+
+    image_size, resample = args.image_size, None
+    if args.model_dir is not None:
+        from vla_ros.policy.backbone import PREPROCESSOR_FILE, ImagePreprocessing
+
+        preprocessing = ImagePreprocessing.from_file(args.model_dir / PREPROCESSOR_FILE)
+        image_size, resample = preprocessing.size, preprocessing.resample
+    spec = DatasetSpec.load(
+        args.spec,
+        action_space=args.action_space,
+        camera_topic=args.camera_topic,
+        instruction_topic=args.instruction_topic,
+        action_topic=args.action_topic,
+        gripper_topic=args.gripper_topic,
+        control_rate_hz=args.control_rate,
+        image_size=image_size,
+        camera_image_size=args.camera_image_size,
+        resample=resample,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+    )
+    report = build_dataset(args.bags, args.out, spec, overwrite=args.overwrite, progress=print)
+    if not args.no_preview:
+        Dataset(args.out).preview(args.out / "preview.png")
+    print(
+        f"wrote {report.out}: {report.episodes} episode(s) (train {report.train_episodes}, "
+        f"validation {report.val_episodes}), {report.frames} frames in {report.seconds:.1f} s "
+        f"({report.frames_per_s:.0f} frames/s)"
+    )
+    if report.skipped:
+        print("skipped: " + ", ".join(f"{k}={v}" for k, v in sorted(report.skipped.items())))
+    return 0
+
+
+def _handle_info(args: argparse.Namespace) -> int:
+    from vla_ros.learn.store import Dataset
+
+    dataset = Dataset(args.dataset)
+    rows = dataset.summary()
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    if args.preview is not None:
+        print(f"preview: {dataset.preview(args.preview)}")
+    return 0
+
+
+def _handle_train(args: argparse.Namespace) -> int:
+    from vla_ros.learn.train import TrainConfig, train
+
+    config = TrainConfig.from_args(args)
+    result = train(config)
+    if os.environ.get("RANK", "0") != "0":
+        return 0
+    print(
+        f"wrote {result.out}: {result.steps} step(s), val loss {result.val_loss:.4f}, "
+        f"action NRMSE {result.val_nrmse:.4f}, {result.samples_per_s:.1f} samples/s"
+    )
+    return 0

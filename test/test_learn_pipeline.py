@@ -1,0 +1,77 @@
+"""`vla-ros train-demo`: the stages it runs and the report it writes from the eval summaries."""
+
+from __future__ import annotations
+
+import json
+
+from vla_ros.cli import build_parser
+from vla_ros.learn import pipeline
+
+
+def _summary(success: float) -> dict:
+    return {
+        "episodes": 8,
+        "success_rate": success,
+        "collision_rate": 0.0,
+        "compliance_rate": 1.0,
+        "vlm_calls_per_frame": 0.15,
+        "scenarios": {"1box_hori_left": {"success_rate": success}},
+    }
+
+
+def test_report_rows_come_from_the_sim_summaries(tmp_path):
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(_summary(0.875)))
+    row = pipeline._row("eval-event", path)
+    assert row["success_rate"] == 0.875
+    assert row["per_scenario"] == {"1box_hori_left": 0.875}
+    training = {
+        "model": {
+            "steps": 10,
+            "seconds": 5.0,
+            "samples_per_s": 100.0,
+            "initial_val_loss": 0.5,
+            "val_loss": 0.1,
+            "val_nrmse": 0.2,
+        }
+    }
+    text = pipeline._markdown({"timings_s": {"train": 5.0}, "results": [row], "training": training})
+    assert "| eval-event | 8 | 87.5% | 0.0% | 100.0% | 0.150 |" in text
+    assert "| train | 5.0 |" in text
+    assert "0.5000 -> 0.1000" in text
+
+
+def test_stages_use_held_out_seeds_and_the_raw_command(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(name, argv, timings, log):
+        calls.append((name, argv))
+        timings[name] = 0.0
+        if name.startswith("eval"):
+            out = tmp_path / name
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "summary.json").write_text(json.dumps(_summary(1.0)))
+
+    monkeypatch.setattr(pipeline, "_run", fake_run)
+    args = build_parser().parse_args(["train-demo", "--out", str(tmp_path), "--eval-episodes", "2"])
+    assert args.handler(args) == 0
+    names = [name for name, _ in calls]
+    assert names == [
+        "init",
+        "collect",
+        "dataset",
+        "train",
+        "train-step-history",
+        "eval-event",
+        "eval-every-frame",
+        "eval-step-history-event",
+        "eval-event-ko",
+    ]
+    argv = dict(calls)
+    assert argv["collect"][argv["collect"].index("--seeds") + 1] == str(pipeline.TRAIN_SEED_START)
+    assert argv["eval-event"][argv["eval-event"].index("--seeds") + 1] == "0"
+    assert "/vla/cmd_raw" in argv["dataset"]
+    assert argv["train"][-1] == "event"
+    assert argv["train-step-history"][-1] == "step"
+    assert (tmp_path / "report.md").is_file()
+    assert (tmp_path / "report.json").is_file()

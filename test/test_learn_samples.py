@@ -1,0 +1,72 @@
+"""Train-as-deployed history spacing and chunk targets (pure functions, property-tested)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vla_ros.bringup import default_params_file
+from vla_ros.core.trigger import TriggerConfig
+from vla_ros.learn.samples import (
+    HistoryCadence,
+    chunk_target,
+    draw_gaps,
+    event_cadence,
+    history_indices,
+    trigger_from_params,
+)
+
+
+def test_shipped_mobile_config_spaces_history_two_to_seven_steps():
+    trigger = trigger_from_params(default_params_file("mobile"))
+    assert trigger.min_interval_s == 0.2
+    assert trigger.chunk_low_threshold == 3
+    cadence = event_cadence(trigger, period_s=0.1, chunk=10)
+    assert (cadence.min_steps, cadence.max_steps) == (2, 7)
+
+
+def test_heartbeat_bounds_the_gap_when_chunks_are_long():
+    trigger = TriggerConfig(min_interval_s=0.0, chunk_low_threshold=0, max_interval_s=0.5)
+    assert event_cadence(trigger, 0.1, 50) == HistoryCadence("event", 1, 5)
+
+
+@given(
+    target=st.integers(0, 300),
+    window=st.integers(1, 12),
+    low=st.integers(1, 5),
+    extra=st.integers(0, 6),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_history_ends_at_target_with_cadence_gaps(target, window, low, extra, seed):
+    cadence = HistoryCadence("event", low, low + extra)
+    gaps = draw_gaps(np.random.default_rng(seed), cadence, window - 1)
+    rows = history_indices(target, window, gaps)
+    assert 1 <= rows.size <= window
+    assert rows[-1] == target
+    assert rows[0] >= 0
+    steps = np.diff(rows)
+    assert np.all(steps >= low)
+    assert np.all(steps <= low + extra)
+    # Truncated only by the episode start, as after a reset at deployment.
+    if rows.size < window:
+        assert rows[0] - (gaps[rows.size - 1]) < 0
+
+
+@given(length=st.integers(1, 40), target=st.integers(0, 39), chunk=st.integers(1, 12))
+def test_chunk_target_masks_past_the_episode_end(length, target, chunk):
+    target = min(target, length - 1)
+    actions = np.arange(length, dtype=np.float32)[:, None].repeat(3, axis=1)
+    values, mask = chunk_target(actions, target, chunk)
+    valid = min(chunk, length - target)
+    assert mask.sum() == valid
+    assert np.all(mask[:valid] == 1)
+    np.testing.assert_array_equal(values[:valid, 0], np.arange(target, target + valid))
+
+
+def test_bad_cadence_is_refused():
+    with pytest.raises(ValueError, match="history mode"):
+        HistoryCadence("sometimes", 1, 2)
+    with pytest.raises(ValueError, match="min"):
+        HistoryCadence("event", 3, 2)

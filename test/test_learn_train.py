@@ -1,0 +1,183 @@
+"""`vla-ros train` smoke runs: dataset -> trainer -> a model directory the inference path loads."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from learn_support import blob_frame, write_toy_bag
+from vla_ros.cli import main
+from vla_ros.learn.build import build_dataset
+from vla_ros.learn.spec import DatasetError, DatasetSpec
+from vla_ros.learn.store import Dataset
+from vla_ros.learn.train import TrainConfig, robovlms_loss, train
+from vla_ros.policy.config import PolicyConfig
+from vla_ros.policy.model import VLAPolicy
+
+EPISODES = tuple(
+    (side, offset, language)
+    for side in ("left", "right")
+    for offset in (-0.5, 0.4)
+    for language in ("en", "ko")
+)
+
+
+@pytest.fixture(scope="module")
+def learnable(tmp_path_factory):
+    from vla_ros.policy.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "learnable", preset="learnable")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, learnable):
+    root = tmp_path_factory.mktemp("learn")
+    bag = write_toy_bag(root / "bag", episodes=EPISODES, seconds=2.0, size=64)
+    spec = DatasetSpec(image_size=64, val_fraction=0.25)
+    build_dataset([bag], root / "ds", spec)
+    return root / "ds"
+
+
+def _config(dataset, init, out, **overrides):
+    values = {
+        "dataset": str(dataset),
+        "init": str(init),
+        "out": str(out),
+        "recipe": "head",
+        "max_steps": 4,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "progress": False,
+    }
+    values.update(overrides)
+    return TrainConfig(**values).validate()
+
+
+def test_loss_is_huber_plus_masked_bce():
+    motion = torch.zeros(1, 3, 2)
+    target = torch.tensor([[[0.5, 0.5], [3.0, 3.0], [9.0, 9.0]]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    logits = torch.zeros(1, 3)
+    grip = torch.ones(1, 3)
+    total, motion_loss, gripper_loss = robovlms_loss(motion, target, mask, logits, grip)
+    assert motion_loss.item() == pytest.approx((0.125 + 2.5) / 2)  # Huber: quadratic, then linear
+    assert gripper_loss.item() == pytest.approx(np.log(2.0), rel=1e-6)
+    assert total.item() == pytest.approx(motion_loss.item() + 0.01 * np.log(2.0), rel=1e-6)
+
+
+def test_head_recipe_writes_a_model_the_policy_loads(dataset, learnable, tmp_path):
+    out = tmp_path / "model"
+    result = train(_config(dataset, learnable, out))
+    assert result.steps == 4
+    assert np.isfinite(result.val_loss)
+    config = PolicyConfig.load(out)
+    low, high = Dataset(dataset).norm_bounds
+    assert list(config.action_min) == pytest.approx(low)
+    assert list(config.action_max) == pytest.approx(high)
+    assert config.action_period_s == pytest.approx(0.1)
+    cadence = config.extra["history_cadence"]
+    assert (cadence["mode"], cadence["min_steps"], cadence["max_steps"]) == ("event", 2, 7)
+    policy = VLAPolicy.from_pretrained(out)
+    for _ in range(10):  # past the window
+        chunk = policy.step(blob_frame(0.2, 64), "steer left")
+    assert chunk.motion.shape == (10, 3)
+    assert np.all(np.isfinite(chunk.motion))
+    assert np.all(chunk.motion >= np.array(low) - 1e-6)
+    assert np.all(chunk.motion <= np.array(high) + 1e-6)
+    summary = json.loads((out / "training" / "summary.json").read_text())
+    assert summary["steps"] == 4
+    assert summary["samples_per_s"] > 0
+    assert (out / "training" / "metrics.csv").read_text().count("\n") == 2
+    assert list((out / "training" / "tensorboard").iterdir())
+
+
+def test_lora_is_merged_and_full_trains_every_weight(dataset, learnable, tmp_path):
+    from safetensors import safe_open
+
+    before = VLAPolicy.from_pretrained(learnable)
+    frame = blob_frame(-0.3, 64)
+    for recipe in ("lora", "full"):
+        out = tmp_path / recipe
+        checkpointing = recipe == "full"
+        train(
+            _config(
+                dataset,
+                learnable,
+                out,
+                recipe=recipe,
+                max_steps=2,
+                lr=1e-2,
+                gradient_checkpointing=checkpointing,
+            )
+        )
+        with safe_open(str(out / "model.safetensors"), "pt") as handle:
+            keys = list(handle.keys())
+        assert not [key for key in keys if "lora" in key or "base_layer" in key]
+        after = VLAPolicy.from_pretrained(out)
+        assert not torch.equal(after.backbone.action_token, before.backbone.action_token)
+        before.reset()
+        after.reset()
+        ids = before.backbone.text_ids("steer left")
+        with torch.no_grad():
+            old = before.backbone(before.backbone.preprocess(frame), ids)
+            new = after.backbone(after.backbone.preprocess(frame), ids)
+        assert not torch.allclose(old, new), f"{recipe}: the trunk did not change"
+
+
+def test_step_history_ablation_is_recorded(dataset, learnable, tmp_path):
+    out = tmp_path / "step"
+    train(_config(dataset, learnable, out, history="step", max_steps=1))
+    cadence = PolicyConfig.load(out).extra["history_cadence"]
+    assert (cadence["mode"], cadence["min_steps"], cadence["max_steps"]) == ("step", 1, 1)
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(dataset, learnable, tmp_path):
+    out = tmp_path / "model"
+    train(_config(dataset, learnable, out, max_steps=3, checkpoint_every=2))
+    checkpoints = sorted((out / "checkpoints").glob("step-*"))
+    assert [p.name for p in checkpoints] == ["step-0000002", "step-0000003"]
+    result = train(_config(dataset, learnable, out, max_steps=6, resume=True))
+    assert result.steps == 6
+    summary = json.loads((out / "training" / "summary.json").read_text())
+    assert summary["steps"] == 6
+    assert summary["samples"] == 6 * 4
+
+
+def test_mismatched_action_space_and_bad_paths_are_clear(dataset, tmp_path, capsys):
+    from vla_ros.policy.tiny import make_tiny_model
+
+    arm = make_tiny_model(tmp_path / "arm", "arm7")
+    with pytest.raises(DatasetError, match=r"is mobile3 but the init model .* is arm7"):
+        train(_config(dataset, arm, tmp_path / "out"))
+    with pytest.raises(DatasetError, match="not a vla_ros dataset"):
+        train(_config(tmp_path, arm, tmp_path / "out2"))
+    code = main(
+        ["train", "--dataset", str(dataset), "--init", str(tmp_path / "none"), "--out", "x"]
+    )
+    assert code == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_wrong_image_size_asks_for_a_rebuild(dataset, tmp_path):
+    from vla_ros.policy.tiny import make_tiny_model
+
+    wiring = make_tiny_model(tmp_path / "wiring", "mobile3")
+    with pytest.raises(DatasetError, match=r"stores 64 px images but the model .* takes 224 px"):
+        train(_config(dataset, wiring, tmp_path / "out"))
+
+
+def test_keep_best_saves_the_lowest_validation_loss(dataset, learnable, tmp_path):
+    import csv
+
+    out = tmp_path / "best"
+    config = _config(dataset, learnable, out, max_steps=None, epochs=3, lr=3e-2, keep_best=True)
+    result = train(config)
+    with (out / "training" / "metrics.csv").open() as handle:
+        losses = [float(row["val_loss"]) for row in csv.DictReader(handle)]
+    assert len(losses) == 3
+    assert result.val_loss == pytest.approx(min(losses), rel=1e-3)
+    summary = json.loads((out / "training" / "summary.json").read_text())
+    assert 0 < summary["best_step"] <= result.steps
