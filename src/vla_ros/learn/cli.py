@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from vla_ros.action_space import add_mode_argument
+
 RECIPES = ("head", "lora", "full")
 
 
@@ -18,13 +20,44 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("bags", nargs="+", type=Path, help="rosbag2 directories or files")
     build.add_argument("--out", type=Path, required=True, help="dataset directory to write")
     build.add_argument("--spec", type=Path, default=None, help="dataset.yaml (topic map, rules)")
-    build.add_argument("--action-space", choices=("mobile3", "arm7"), default=None)
-    build.add_argument("--camera-topic", default=None)
-    build.add_argument("--instruction-topic", default=None)
-    build.add_argument("--action-topic", default=None)
-    build.add_argument("--gripper-topic", default=None)
-    build.add_argument("--control-rate", type=float, default=None, metavar="HZ")
-    build.add_argument("--image-size", type=int, default=None, metavar="PX")
+    add_mode_argument(build, default=None, help_extra=" (default: --spec's, else mobile3)")
+    build.add_argument(
+        "--camera-topic",
+        default=None,
+        help="Image or CompressedImage topic of the frames "
+        "(default: --spec's, else /camera/image_raw)",
+    )
+    build.add_argument(
+        "--instruction-topic",
+        default=None,
+        help="instruction topic (std_msgs/String) (default: --spec's, else /vla/instruction)",
+    )
+    build.add_argument(
+        "--action-topic",
+        default=None,
+        help="Twist/TwistStamped command the policy learns (default: --spec's, else /cmd_vel)",
+    )
+    build.add_argument(
+        "--gripper-topic",
+        default=None,
+        help="gripper command topic; arm7 needs it, mobile3 must not have it (default: --spec's)",
+    )
+    build.add_argument(
+        "--control-rate",
+        type=float,
+        default=None,
+        metavar="HZ",
+        help="rate of the resampled timeline; becomes the policy's action period "
+        "(default: --spec's, else 10)",
+    )
+    build.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="side of the stored frames, the model's input size; --model-dir overrides it "
+        "(default: --spec's, else 224)",
+    )
     build.add_argument(
         "--camera-image-size",
         type=int,
@@ -35,8 +68,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument(
         "--model-dir", type=Path, default=None, help="take the image size from this model"
     )
-    build.add_argument("--val-fraction", type=float, default=None)
-    build.add_argument("--seed", type=int, default=None)
+    build.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        help="share of episodes held out for validation, 0-0.9 (default: --spec's, else 0.1)",
+    )
+    build.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the train/validation episode split (default: --spec's, else 0)",
+    )
     build.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     build.add_argument("--no-preview", action="store_true", help="skip preview.png")
     build.set_defaults(handler=_handle_build)
@@ -47,20 +90,37 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(handler=_handle_info)
 
     train = subparsers.add_parser("train", help="train a policy on a dataset (Accelerate)")
-    train.add_argument("--dataset", type=Path, required=True)
+    train.add_argument(
+        "--dataset", type=Path, required=True, help="dataset directory from `dataset build`"
+    )
     train.add_argument("--init", type=Path, required=True, help="model directory to start from")
     train.add_argument("--out", type=Path, required=True, help="model directory to write")
-    train.add_argument("--recipe", choices=RECIPES, default="head")
-    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default="head",
+        help="head: frozen trunk, train the action head; lora: + LoRA adapters on the decoder; "
+        "full: every weight",
+    )
+    train.add_argument("--epochs", type=int, default=10, help="passes over the training split")
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     train.add_argument(
         "--max-minutes", type=float, default=None, help="stop (and save) after this long"
     )
     train.add_argument("--batch-size", type=int, default=4, help="per process")
-    train.add_argument("--grad-accum", type=int, default=1)
+    train.add_argument(
+        "--grad-accum", type=int, default=1, help="gradient accumulation steps per optimizer step"
+    )
     train.add_argument("--lr", type=float, default=2e-5, help="RoboVLMs: 2e-5")
-    train.add_argument("--weight-decay", type=float, default=0.0)
-    train.add_argument("--warmup-steps", type=int, default=0)
+    train.add_argument(
+        "--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)"
+    )
+    train.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=0,
+        help="linear learning-rate warm-up steps (default: 0)",
+    )
     train.add_argument(
         "--history",
         choices=("event", "step"),
@@ -70,25 +130,48 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--trigger-params", type=Path, default=None, help="params file (default config/mobile.yaml)"
     )
-    train.add_argument("--lora-rank", type=int, default=16)
+    train.add_argument(
+        "--lora-rank", type=int, default=16, help="lora: adapter rank r (alpha = 2r)"
+    )
     train.add_argument("--lora-vision", action="store_true", help="LoRA on SigLIP too")
     train.add_argument(
         "--gradient-checkpointing",
         action="store_true",
         help="lora/full: recompute decoder activations in backward (3B on one 24 GB GPU)",
     )
-    train.add_argument("--strategy", choices=("ddp", "fsdp"), default="ddp")
-    train.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto")
+    train.add_argument(
+        "--strategy",
+        choices=("ddp", "fsdp"),
+        default="ddp",
+        help="multi-process data parallelism: DDP replicas or FSDP sharding",
+    )
+    train.add_argument(
+        "--mixed-precision",
+        choices=("auto", "no", "bf16", "fp16"),
+        default="auto",
+        help="Accelerate mixed precision; auto: bf16 on a CUDA GPU that supports it, else no",
+    )
     train.add_argument(
         "--keep-best",
         action="store_true",
         help="save the weights of the epoch with the lowest validation loss, not the last",
     )
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--checkpoint-every", type=int, default=200, metavar="STEPS")
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of initialisation, sample order and history gaps (default: 0)",
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=200,
+        metavar="STEPS",
+        help="save a resumable checkpoint under --out/checkpoints this often",
+    )
     train.add_argument("--resume", action="store_true", help="continue from --out/checkpoints")
     train.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     train.set_defaults(handler=_handle_train)
 
@@ -106,7 +189,7 @@ def _handle_build(args: argparse.Namespace) -> int:
         image_size, resample = preprocessing.size, preprocessing.resample
     spec = DatasetSpec.load(
         args.spec,
-        action_space=args.action_space,
+        action_space=args.mode,
         camera_topic=args.camera_topic,
         instruction_topic=args.instruction_topic,
         action_topic=args.action_topic,

@@ -26,21 +26,38 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train-demo", help="sim demos -> dataset -> train -> closed-loop eval (make train-demo)"
     )
-    parser.add_argument("--out", type=Path, default=Path("out/train-demo"))
-    parser.add_argument("--scenarios", default="mobile")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/train-demo"),
+        help="work directory: models, demos, dataset, evals, report.md",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default="mobile",
+        help="scenarios for collect and eval: file, built-in name, comma list or suite",
+    )
     parser.add_argument("--demo-episodes", type=int, default=6, help="demos per scenario")
     parser.add_argument("--eval-episodes", type=int, default=20, help="held-out seeds per scenario")
-    parser.add_argument("--recipe", choices=("head", "lora", "full"), default="head")
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--train-minutes", type=float, default=15.0)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--recipe", choices=("head", "lora", "full"), default="head", help="`train --recipe`"
+    )
+    parser.add_argument("--epochs", type=int, default=200, help="`train --epochs`")
+    parser.add_argument(
+        "--train-minutes", type=float, default=15.0, help="`train --max-minutes`, per model"
+    )
+    parser.add_argument("--lr", type=float, default=1e-3, help="`train --lr`")
+    parser.add_argument("--batch-size", type=int, default=32, help="`train --batch-size`")
     parser.add_argument("--rtf", type=float, default=4.0, help="sim real-time factor")
     parser.add_argument(
         "--skip", nargs="*", default=[], help="stages to skip when their output exists"
     )
-    parser.add_argument("--no-ablation", action="store_true")
-    parser.add_argument("--no-korean", action="store_true")
+    parser.add_argument(
+        "--no-ablation",
+        action="store_true",
+        help="skip the per-step-history model and its eval",
+    )
+    parser.add_argument("--no-korean", action="store_true", help="skip the Korean eval")
     parser.set_defaults(handler=_handle)
 
 

@@ -17,9 +17,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "eval", help="seeded episodes through sim + camera + safety (+ inference) nodes"
     )
     _common(evaluate, default_out="out/eval")
-    evaluate.add_argument("--driver", choices=["expert", "policy"], default="expert")
+    evaluate.add_argument(
+        "--driver",
+        choices=["expert", "policy"],
+        default="expert",
+        help="who drives: the scripted expert or the inference node with --model-dir",
+    )
     evaluate.add_argument("--model-dir", default="models/tiny", help="for --driver policy")
-    evaluate.add_argument("--trigger", choices=["event", "every-frame"], default="event")
+    evaluate.add_argument(
+        "--trigger",
+        choices=["event", "every-frame"],
+        default="event",
+        help="--driver policy: run the VLM on events or on every camera frame",
+    )
     evaluate.add_argument(
         "--language", choices=[*LANGUAGES, "both"], default="en", help="instruction language"
     )
@@ -32,7 +42,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     collect.add_argument(
         "--no-noise", dest="noise", action="store_false", help="clean expert commands"
     )
-    collect.add_argument("--language", choices=[*LANGUAGES, "both"], default="both")
+    collect.add_argument(
+        "--language",
+        choices=[*LANGUAGES, "both"],
+        default="both",
+        help="instruction language; both alternates per episode",
+    )
     collect.set_defaults(handler=_collect)
 
 
@@ -44,7 +59,12 @@ def _common(parser: argparse.ArgumentParser, default_out: str) -> None:
     )
     parser.add_argument("--episodes", type=int, default=20, help="episodes (seeds) per scenario")
     parser.add_argument("--seeds", type=int, default=0, help="first seed")
-    parser.add_argument("--out", type=Path, default=Path(default_out))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(default_out),
+        help="output directory: summary.json, bags/, trajectory plots",
+    )
     parser.add_argument("--rtf", type=float, default=1.0, help="real-time factor of the sim")
     parser.add_argument(
         "--params", default=None, help="parameter file (default config/mobile.yaml)"
