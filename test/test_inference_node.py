@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -445,13 +446,17 @@ def test_policy_failure_means_zero_command_and_a_live_node(make_rig, failure):
     probe.instruct("go")
     diag = rig.diagnostic(lambda d: int(d["policy_errors"]) >= 1)
     assert diag["_message"].startswith("policy error")
-    assert probe.events == []
+    rig.wait_events(1)
+    assert {event["status"] for event in probe.events} == {"error"}
+    expected = "CUDA out of memory" if failure == "raises" else "NaN"
+    assert all(expected in event["error"] for event in probe.events)
+    assert probe.keyframes == [] and probe.chunks == [] and probe.confidences == []
     assert all(is_zero(c) for c in rig.wait_commands(5))
 
     if failure == "raises":
         policy.error = None
         assert rig.call(probe.trigger).success
-        rig.wait_events(1)
+        rig.wait(lambda: probe.events[-1]["status"] == "ok")
         rig.wait(lambda: not is_zero(probe.commands[-1]))
 
 
@@ -514,3 +519,36 @@ def test_model_dir_loads_the_real_policy_and_checks_its_action_space(ros_context
             context=ros_context,
             parameter_overrides=[*overrides, Parameter("action_space", value="arm7")],
         )
+
+
+class GatedPolicy(StubPolicy):
+    """Each `step` waits until the test releases it, so events can land mid-inference."""
+
+    def __init__(self, policy_spec: PolicySpec) -> None:
+        super().__init__(policy_spec)
+        self.entered = 0
+        self.release = threading.Semaphore(0)
+
+    def step(self, image_rgb_uint8: np.ndarray, instruction: str) -> ActionChunk:
+        self.entered += 1
+        assert self.release.acquire(timeout=20.0), "test never released the policy"
+        return super().step(image_rgb_uint8, instruction)
+
+
+def test_a_chunk_for_a_superseded_instruction_is_never_played(make_rig):
+    policy = GatedPolicy(spec())
+    rig = make_rig(policy=policy)
+    probe = rig.probe
+    old_axis = instruction_axis("go forward", 1)
+    probe.instruct("go forward")
+    rig.wait(lambda: policy.entered == 1)
+    probe.instruct("stop")
+    rig.wait_commands(3)
+    policy.release.release()  # the "go forward" chunk is ready, but "stop" already arrived
+    rig.wait(lambda: policy.entered == 2)
+    seen = rig.wait_commands(10)
+    policy.release.release()
+    rig.wait(lambda: any(not is_zero(c) for c in probe.commands))
+    assert all(c.linear.y != pytest.approx(old_axis) for c in probe.commands)
+    assert all(is_zero(c) for c in seen)
+    assert [call.instruction for call in policy.log] == ["go forward", "stop"]

@@ -24,6 +24,7 @@ class Cause(str, Enum):
     SCENE_CHANGE = "scene_change"
     CHUNK_LOW = "chunk_low"
     HEARTBEAT = "heartbeat"
+    FRAME = "frame"
 
 
 _PRIORITY = {cause: rank for rank, cause in enumerate(Cause)}
@@ -39,12 +40,15 @@ class TriggerConfig:
 
     `chunk_low_threshold` fires once per chunk when its remaining actions drop to this count;
     `max_interval_s` is the heartbeat: an idle trigger fires at least this often.
+    `every_frame` makes every new frame an event (the per-frame baseline the evaluation compares
+    event triggering against); the rate bound and `busy` still apply.
     """
 
     scene_change_threshold: float = 0.15
     chunk_low_threshold: int = 3
     min_interval_s: float = 0.2
     max_interval_s: float = 2.0
+    every_frame: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.scene_change_threshold) and self.scene_change_threshold >= 0):
@@ -167,6 +171,13 @@ class EventTrigger:
         ):
             return False
         self._pending.add(Cause.SCENE_CHANGE)
+        return True
+
+    def new_frame(self) -> bool:
+        """A new frame arrived; True when that is an event (`every_frame` mode, instruction set)."""
+        if not self.config.every_frame or self._instruction is None:
+            return False
+        self._pending.add(Cause.FRAME)
         return True
 
     def reset(self) -> None:

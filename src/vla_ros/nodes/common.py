@@ -126,6 +126,9 @@ class NodeParameters:
         self._listeners: list[Callable[[Mapping[str, Any]], None]] = []
         values: dict[str, Any] = {}
         for spec in specs:
+            if node.has_parameter(spec.name):  # a lifecycle node configured a second time
+                values[spec.name] = _plain(node.get_parameter(spec.name).value)
+                continue
             try:
                 declared = node.declare_parameter(
                     spec.name,
@@ -142,7 +145,12 @@ class NodeParameters:
         reason = self._refusal(values)
         if reason is not None:
             raise ParameterError(reason)
+        self._node = node
         node.add_on_set_parameters_callback(self._on_set)
+
+    def close(self) -> None:
+        """Stop validating run-time changes (lifecycle cleanup); the declarations stay."""
+        self._node.remove_on_set_parameters_callback(self._on_set)
 
     def add_listener(self, listener: Callable[[Mapping[str, Any]], None]) -> None:
         """Called with the full value set after each accepted change."""
