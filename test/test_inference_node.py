@@ -450,7 +450,9 @@ def test_policy_failure_means_zero_command_and_a_live_node(make_rig, failure):
     assert {event["status"] for event in probe.events} == {"error"}
     expected = "CUDA out of memory" if failure == "raises" else "NaN"
     assert all(expected in event["error"] for event in probe.events)
-    assert probe.keyframes == [] and probe.chunks == [] and probe.confidences == []
+    assert probe.keyframes == []
+    assert probe.chunks == []
+    assert probe.confidences == []
     assert all(is_zero(c) for c in rig.wait_commands(5))
 
     if failure == "raises":
