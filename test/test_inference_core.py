@@ -464,3 +464,18 @@ def test_property_never_plays_superseded_never_repeats_a_frame_loses_no_event(st
     for step in [("instruction", "a"), *steps]:
         model.step(step)
     model.drain()
+
+
+def test_the_real_policy_refuses_instructions_longer_than_its_token_budget(tiny_model_dir):
+    from vla_ros.policy.backbone import MAX_TEXT_TOKENS
+    from vla_ros.policy.model import VLAPolicy
+
+    policy = VLAPolicy.from_pretrained(tiny_model_dir)
+    assert policy.instruction_problem("go to the kitchen") is None
+    assert policy.instruction_problem("빨간 컵으로 가") is None
+    problem = policy.instruction_problem("go " * 400)
+    assert f"at most {MAX_TEXT_TOKENS}" in problem
+    core = InferenceCore(policy, CONFIG, Clock())
+    assert core.set_instruction("go").changed
+    assert "tokens long" in core.set_instruction("go " * 400).refused
+    assert core.instruction == "go"
