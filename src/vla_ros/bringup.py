@@ -68,11 +68,17 @@ def ros_args_for(options: StackOptions) -> list[str]:
 def build_stack(
     context: Context, options: StackOptions, policy: Policy | None = None
 ) -> list[Node]:
-    """Create camera, inference and safety nodes in `context` (initialised with `ros_args_for`)."""
+    """Create camera, inference and safety nodes in `context` (initialised with `ros_args_for`)
+    and drive each through configure and activate, safety first so zero goes out before
+    anything can move; a node whose configure fails stops the bring-up (ParameterError naming
+    it) and the nodes already up are taken down again.
+    """
     from rclpy.parameter import Parameter
 
     from vla_ros.nodes.camera_node import CameraNode
+    from vla_ros.nodes.common import ParameterError
     from vla_ros.nodes.inference_node import InferenceNode
+    from vla_ros.nodes.lifecycle import start, stop
     from vla_ros.nodes.safety_node import SafetyNode
 
     action_space = ACTION_SPACE[options.mode]
@@ -85,6 +91,7 @@ def build_stack(
             Parameter("image_topic", value=options.camera_topic),
             Parameter("compressed_topic", value=f"{options.camera_topic}/compressed"),
         ],
+        autostart=False,
         **common,
     )
     model = [
@@ -100,12 +107,28 @@ def build_stack(
             Parameter("model_dir", value=options.model_dir),
             *model,
         ],
+        autostart=False,
         **common,
     )
     safety = SafetyNode(
-        parameter_overrides=[sim_time, Parameter("mode", value=action_space)], **common
+        parameter_overrides=[sim_time, Parameter("mode", value=action_space)],
+        autostart=False,
+        **common,
     )
-    return [camera, inference, safety]
+    nodes = [camera, inference, safety]
+    started = []
+    for node in reversed(nodes):
+        try:
+            start(node)
+        except ParameterError as exc:
+            name = node.get_name()
+            for up in started:
+                stop(up)
+            for each in nodes:
+                each.destroy_node()
+            raise ParameterError(f"{name}: {exc}") from exc
+        started.insert(0, node)
+    return nodes
 
 
 def run_bringup(options: StackOptions) -> int:
@@ -114,6 +137,7 @@ def run_bringup(options: StackOptions) -> int:
     from rclpy.executors import ExternalShutdownException
 
     from vla_ros.nodes.common import ParameterError, make_executor
+    from vla_ros.nodes.lifecycle import stop
 
     context = Context()
     rclpy.init(args=ros_args_for(options), context=context)
@@ -133,7 +157,8 @@ def run_bringup(options: StackOptions) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        for node in nodes:
+        for node in nodes:  # camera, inference, then safety: its zero is the last word
+            stop(node)
             node.destroy_node()
         if context.ok():
             rclpy.shutdown(context=context)

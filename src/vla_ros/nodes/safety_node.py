@@ -21,7 +21,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import LaserScan
 from std_msgs.msg import Bool, Float32, Float64
@@ -37,6 +36,7 @@ from vla_ros.nodes.common import (
     diagnostic_array,
     run_node,
 )
+from vla_ros.nodes.lifecycle import ManagedNode
 from vla_ros.safety.config import (
     GRIPPER_ON_ESTOP,
     MODES,
@@ -113,10 +113,14 @@ def _serialized(method: Callable[..., Any]) -> Callable[..., Any]:
     return locked
 
 
-class SafetyNode(Node):
-    """Raw commands + e-stop + sensors in, limited commands out at a fixed rate."""
+class SafetyNode(ManagedNode):
+    """Raw commands + e-stop + sensors in, limited commands out at a fixed rate.
 
-    def __init__(self, **node_kwargs: Any) -> None:
+    Lifecycle (vla_ros.nodes.lifecycle): parameters are validated at construction, activate
+    starts the output timer, deactivate/cleanup/shutdown command zero first and stop it.
+    """
+
+    def __init__(self, autostart: bool | None = None, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         self._lock = threading.RLock()
         inputs = MutuallyExclusiveCallbackGroup()
@@ -183,11 +187,23 @@ class SafetyNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
         self.create_service(Trigger, "~/estop", self._srv_estop)
         self.create_service(Trigger, "~/reset", self._srv_reset)
-        self._timer = self._output_timer()
+        self._timer: Any = None
         self.create_timer(1.0, self._publish_status)
+        self.finish_init(autostart)
+
+    def start_output(self) -> None:
+        self._timer = self._output_timer()
         self.get_logger().info(
             f"safety validator up: mode={self.mode}, {self.core.config.output_rate_hz:g} Hz"
         )
+
+    def stop_output(self) -> None:
+        """Zero first, then no more output."""
+        with self._lock:
+            self._publish_zero("deactivated")
+            if self._timer is not None:
+                self.destroy_timer(self._timer)
+                self._timer = None
 
     # ---------------------------------------------------------------------------- parameters
 
@@ -209,7 +225,7 @@ class SafetyNode(Node):
     def _on_params(self, values: Mapping[str, Any]) -> None:
         old_rate = self.core.config.output_rate_hz
         self.core.configure(self._config(values))
-        if self.core.config.output_rate_hz != old_rate:
+        if self._timer is not None and self.core.config.output_rate_hz != old_rate:
             self.destroy_timer(self._timer)
             self._timer = self._output_timer()
         self.get_logger().info("safety parameters updated")
@@ -363,18 +379,21 @@ class SafetyNode(Node):
         """A validator going down commands zero once instead of leaving the last velocity to the
         robot's own timeout (going silent is the failure mode the brief warns about)."""
         try:
-            zero = Output(
-                motion=(0.0,) * len(self.core.config.max_velocity),
-                gripper=None,
-                state=self.core.status().state,
-                reasons=("shutdown",),
-                limits=(),
-                publish=True,
-            )
-            self._publish(zero, self.get_clock().now().to_msg())
+            self._publish_zero("shutdown")
         except Exception as exc:  # shutting down: never let this mask the real teardown
             self.get_logger().warning(f"could not publish the final zero command: {exc}")
         super().destroy_node()
+
+    def _publish_zero(self, reason: str) -> None:
+        zero = Output(
+            motion=(0.0,) * len(self.core.config.max_velocity),
+            gripper=None,
+            state=self.core.status().state,
+            reasons=(reason,),
+            limits=(),
+            publish=True,
+        )
+        self._publish(zero, self.get_clock().now().to_msg())
 
     @_serialized
     def _publish_status(self) -> None:
