@@ -3,6 +3,8 @@
     ros2 launch vla_ros vla.launch.py mode:=mobile model_dir:=/models/paligemma-vla
 
 The parameter file defaults to share/vla_ros/config/<mode>.yaml; every node reads its own section.
+The three nodes are lifecycle nodes started with `autostart: false`; this file configures each and
+activates it once it is inactive (a failed configure leaves that node unconfigured, never running).
 `vla-ros bringup` starts the same three nodes from the same files where ROS launch is absent.
 """
 
@@ -11,8 +13,10 @@ import os
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode
 from launch_ros.substitutions import FindPackageShare
+
+from vla_ros.nodes.lifecycle import launch_actions
 
 ACTION_SPACE = {"mobile": "mobile3", "arm": "arm7"}
 
@@ -30,14 +34,14 @@ def _nodes(context, *args, **kwargs):  # noqa: ANN001
     compressed = LaunchConfiguration("compressed").perform(context).lower() == "true"
     camera_topic = LaunchConfiguration("camera_topic").perform(context)
     model_dir = LaunchConfiguration("model_dir").perform(context)
-    common = {"use_sim_time": use_sim_time}
+    common = {"use_sim_time": use_sim_time, "autostart": False}
     model = {"action_space": ACTION_SPACE[mode], "model_dir": model_dir}
     for name in ("device", "dtype"):
         value = LaunchConfiguration(name).perform(context)
         if value:
             model[name] = value
-    return [
-        Node(
+    nodes = [
+        LifecycleNode(
             package="vla_ros",
             executable="camera_node",
             name="vla_camera",
@@ -53,7 +57,7 @@ def _nodes(context, *args, **kwargs):  # noqa: ANN001
             ],
             output="screen",
         ),
-        Node(
+        LifecycleNode(
             package="vla_ros",
             executable="inference_node",
             name="vla_inference",
@@ -61,7 +65,7 @@ def _nodes(context, *args, **kwargs):  # noqa: ANN001
             parameters=[params_file, {**common, **model}],
             output="screen",
         ),
-        Node(
+        LifecycleNode(
             package="vla_ros",
             executable="safety_node",
             name="vla_safety",
@@ -72,6 +76,7 @@ def _nodes(context, *args, **kwargs):  # noqa: ANN001
             respawn_delay=1.0,
         ),
     ]
+    return [action for node in nodes for action in launch_actions(node)]
 
 
 def generate_launch_description() -> LaunchDescription:

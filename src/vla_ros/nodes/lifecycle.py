@@ -176,3 +176,32 @@ def stop(node: ManagedNode) -> None:
             node.trigger_shutdown()
     except Exception as exc:  # a shut-down context refuses transitions
         node.get_logger().warning(f"lifecycle shutdown incomplete: {exc!r}")
+
+
+def launch_actions(node: Any) -> list[Any]:
+    """For launch files: a launch_ros LifecycleNode plus the events that configure it and, once
+    it is inactive, activate it (what `autostart` does where launch_ros offers it; Humble does
+    not). launch and launch_ros are imported here so this module stays importable without them.
+    """
+    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch.events import matches_action
+    from launch_ros.event_handlers import OnStateTransition
+    from launch_ros.events.lifecycle import ChangeState
+    from lifecycle_msgs.msg import Transition
+
+    def change(transition: int) -> Any:
+        return EmitEvent(
+            event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition)
+        )
+
+    return [
+        node,
+        RegisterEventHandler(
+            OnStateTransition(
+                target_lifecycle_node=node,
+                goal_state="inactive",
+                entities=[change(Transition.TRANSITION_ACTIVATE)],
+            )
+        ),
+        change(Transition.TRANSITION_CONFIGURE),
+    ]
