@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped, Vector3Stamped
+from nav_msgs.msg import Path
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -76,6 +77,7 @@ class Probe:
         self.keyframes: list[Header] = []
         self.chunks: list[Float32MultiArray] = []
         self.confidences: list[float] = []
+        self.paths: list[Path] = []
         self.diagnostics: list[dict[str, str]] = []
         node = self.node
         self._frame_pub = node.create_publisher(Image, "vla/frame", LATEST_ONLY_QOS)
@@ -102,6 +104,7 @@ class Probe:
             Float32, "vla/confidence", lambda m: self.confidences.append(m.data), COMMAND_QOS
         )
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        node.create_subscription(Path, "vla/predicted_path", self.paths.append, COMMAND_QOS)
         self.trigger = node.create_client(Trigger, "vla/trigger")
         self.reset = node.create_client(Trigger, "vla/reset")
         node.create_timer(0.05, self._send_frame)
@@ -246,6 +249,14 @@ def test_mobile3_frames_and_instruction_become_raw_twists(make_rig):
     ]
     np.testing.assert_allclose(np.array(chunk.data).reshape(10, 3)[0], expected, atol=1e-6)
     assert probe.confidences[0] == pytest.approx(0.9)
+    rig.wait(lambda: bool(probe.paths))
+    path = probe.paths[0]
+    assert path.header.frame_id == "base_link"
+    assert stamp_s(path.header) == pytest.approx(event["frame_stamp"], abs=1e-9)
+    assert len(path.poses) == 11
+    # The stub drives straight on with a constant turn: the path ends ahead of the robot.
+    assert path.poses[0].pose.position.x == 0.0
+    assert path.poses[-1].pose.position.x != 0.0
 
     call = rig.policy.log[0]
     assert call.instruction == "go to the kitchen"
