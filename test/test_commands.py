@@ -86,6 +86,8 @@ def test_instruct_reset_and_clear(stack, capsys):
 def test_instruct_refuses_control_characters_before_publishing(stack, capsys):
     assert main(["instruct", "go\x1b[2J"]) == 2
     assert "control character" in capsys.readouterr().err
+    assert main(["instruct", "go\x00 left"]) == 2
+    assert "NUL" in capsys.readouterr().err
     assert stack.inference.core.instruction is None
 
 

@@ -565,3 +565,17 @@ def test_a_chunk_for_a_superseded_instruction_is_never_played(make_rig):
     assert all(c.linear.y != pytest.approx(old_axis) for c in probe.commands)
     assert all(is_zero(c) for c in seen)
     assert [call.instruction for call in policy.log] == ["go forward", "stop"]
+
+
+def test_refused_instructions_are_counted_and_never_reach_the_policy(make_rig):
+    """Control characters over DDS. (A NUL never leaves an rclpy publisher: it truncates the
+    string there, so `vla-ros instruct` refuses it before publishing; the core test covers the
+    node's refusal of one that other client libraries can send.)"""
+    rig = make_rig()
+    probe = rig.probe
+    probe.instruct("go\x1b[2J left")
+    diag = rig.diagnostic(lambda d: d["instructions_refused"] == "1")
+    assert diag["instruction"] == ""
+    probe.instruct("go left")
+    rig.wait_events(1)
+    assert [call.instruction for call in rig.policy.log] == ["go left"]
