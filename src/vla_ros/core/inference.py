@@ -110,15 +110,15 @@ class Outcome:
     count: int = 0
     skipped: int = 0
 
-    def event(self) -> dict[str, Any]:
-        """The JSON object of /vla/inference_event."""
+    def event(self, latency_ms: float | None = None) -> dict[str, Any]:
+        """The JSON object of /vla/inference_event; `latency_ms` as measured by the publisher."""
         event: dict[str, Any] = {
             "cause": self.job.firing.cause.value,
             "causes": sorted(cause.value for cause in self.job.firing.causes),
             "status": self.status,
             "frame_stamp": self.job.frame.stamp_s,
             "frame_id": self.job.frame.frame_id,
-            "latency_ms": round(self.latency_ms, 3),
+            "latency_ms": round(self.latency_ms if latency_ms is None else latency_ms, 3),
             "model_ms": round(self.model_ms, 3),
             "count": self.count,
         }
@@ -485,6 +485,13 @@ class InferenceCore:
             self._trigger.finish(now_s, success=True, keyframe_stamp_s=job.frame.stamp_s)
             self._signal()
         self.model_ms.add(model_ms)
-        self.latency_ms.add(latency_ms)
-        self.overhead_ms.add(max(0.0, latency_ms - model_ms))
         return outcome
+
+    def published(self, outcome: Outcome) -> float:
+        """The node has published `outcome`'s chunk: its trigger-to-publish latency (ms),
+        which also goes into the latency and overhead statistics."""
+        latency_ms = (self._perf() - outcome.job.origin_perf) * 1e3
+        if outcome.status == "ok":
+            self.latency_ms.add(latency_ms)
+            self.overhead_ms.add(max(0.0, latency_ms - outcome.model_ms))
+        return latency_ms

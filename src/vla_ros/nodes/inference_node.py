@@ -425,7 +425,9 @@ class InferenceNode(ManagedNode):
             self._keyframe_pub.publish(job.frame.header)
             self._chunk_pub.publish(_chunk_message(outcome.chunk, self._spec.has_gripper))
             self._path_pub.publish(self._path(outcome.chunk, job.frame.header))
-        self._event_pub.publish(String(data=json.dumps(outcome.event())))
+        assert self._core is not None
+        latency_ms = self._core.published(outcome)
+        self._event_pub.publish(String(data=json.dumps(outcome.event(latency_ms))))
 
     def _path(self, chunk: ActionChunk, frame_header: Header) -> Path:
         """The chunk integrated from the robot's pose now, in `command_frame_id`."""
