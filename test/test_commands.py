@@ -112,6 +112,7 @@ def test_status_once_json_reports_every_node(stack, capsys):
     assert snapshot["safety"]["state"]
     assert "last_rejection" in snapshot["safety"]
     assert snapshot["inference"]["inferences"] is not None
+    assert "start" in snapshot["events"]
 
     from io import StringIO
 

@@ -331,6 +331,22 @@ def test_predicted_path_integrates_the_chunk():
     assert poses[-1][1] == (0.0, 0.0, 0.0, 1.0)
 
 
+def test_every_frame_mode_runs_on_each_new_frame_within_the_rate_bound():
+    config = CoreConfig(
+        trigger=TriggerConfig(min_interval_s=0.05, max_interval_s=10.0, every_frame=True)
+    )
+    core, policy, clock = make(config)
+    core.set_instruction("go")
+    causes = []
+    for serial in range(1, 6):
+        offer(core, clock, serial)
+        causes.append(core.work_once().job.firing.cause)
+        clock.now += 0.06
+    assert causes[0] == Cause.START
+    assert causes[1:] == [Cause.FRAME] * 4
+    assert [call.serial for call in policy.calls] == [1, 2, 3, 4, 5]
+
+
 # ---------------------------------------------------------------------------- properties
 
 FRESH = ("frame", 0.0, "cam")

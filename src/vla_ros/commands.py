@@ -40,9 +40,15 @@ class Session:
         self.executor.add_node(self.node)
 
     def spin_until(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        """Spin until `predicate()`, the timeout, or Ctrl-C (rclpy shuts the context down)."""
+        from rclpy.executors import ExternalShutdownException
+
         deadline = time.monotonic() + timeout_s
-        while not predicate() and time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.05)
+        while not predicate() and time.monotonic() < deadline and self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except ExternalShutdownException:
+                break
         return predicate()
 
     def call(self, service: str, timeout_s: float) -> tuple[bool, str]:
@@ -260,6 +266,11 @@ class StatusCollector:
                     "last_error",
                 )
             },
+            "events": {
+                key.removeprefix("events_"): value
+                for key, value in inference.items()
+                if key.startswith("events_")
+            },
             "last_event": self.events[-1] if self.events else None,
             "safety": {
                 key: self.safety.get(key)
@@ -289,6 +300,10 @@ def render(snapshot: dict[str, Any]) -> Any:
         ("active", str(snapshot["active"])),
         ("confidence", str(snapshot["confidence"])),
         ("inferences", str(inference.get("inferences"))),
+        (
+            "events by cause",
+            ", ".join(f"{k} {v}" for k, v in snapshot["events"].items() if v not in ("0", 0)),
+        ),
         (
             "latency p50 / p99 ms",
             f"{inference.get('latency_p50_ms')} / {inference.get('latency_p99_ms')}",
@@ -329,7 +344,7 @@ def status(namespace: str, once: bool, as_json: bool, timeout_s: float) -> int:
         from rich.live import Live
 
         with Live(render(collector.snapshot()), refresh_per_second=4) as live:
-            while True:
+            while session.context.ok():
                 collector.poll_states()
                 session.spin_until(lambda: False, 0.25)
                 live.update(render(collector.snapshot()))
