@@ -21,6 +21,7 @@ NODES = ("vla_camera", "vla_inference", "vla_safety")
 DIAGNOSTIC_NAMES = {"vla_camera": "vla_camera", "vla_inference": "vla_inference"}
 """Safety reports under its fully qualified name (/ns/vla_safety); the others under these."""
 DIAGNOSTICS_WAIT_S = 1.2
+STATE_RETRY_S = 1.0
 
 
 class Session:
@@ -199,7 +200,7 @@ class StatusCollector:
             DiagnosticStatus, "vla_safety/status", self._on_safety, LATCHED_QOS
         )
         self._clients = {name: node.create_client(GetState, f"{name}/get_state") for name in NODES}
-        self._pending: dict[str, Any] = {}
+        self._pending: dict[str, tuple[Any, float]] = {}
 
     def _on_event(self, msg: Any) -> None:
         with contextlib.suppress(ValueError):
@@ -219,24 +220,36 @@ class StatusCollector:
         """Ask each node's lifecycle state (non-blocking; answers land in `states`)."""
         from lifecycle_msgs.srv import GetState
 
+        now = time.monotonic()
         for name, client in self._clients.items():
-            future = self._pending.get(name)
+            future, sent = self._pending.get(name, (None, 0.0))
             if future is not None and future.done():
                 result = future.result()
                 if result is not None:
                     self.states[name] = result.current_state.label
                 self._pending.pop(name)
+            elif future is not None and now - sent > STATE_RETRY_S:
+                # A server that went away (a restarted node) may still look ready: ask again.
+                client.remove_pending_request(future)
+                self._pending.pop(name)
             elif future is None:
                 if client.service_is_ready():
-                    self._pending[name] = client.call_async(GetState.Request())
+                    self._pending[name] = (client.call_async(GetState.Request()), now)
                 else:
                     self.states.setdefault(name, "absent")
 
     def complete(self) -> bool:
-        """Every running node answered (a node that is not up shows as absent)."""
-        up = [name for name in NODES if self.states.get(name, "absent") != "absent"]
+        """Every node that shows signs of life answered both ways: its lifecycle state and, when
+        active, its diagnostics (a node with neither shows as absent)."""
+        up = {
+            name
+            for name in NODES
+            if self.states.get(name, "absent") != "absent" or name in self.diagnostics
+        }
         return bool(up) and all(
-            name in self.diagnostics or self.states.get(name) != "active" for name in up
+            self.states.get(name, "absent") != "absent"
+            and (name in self.diagnostics or self.states[name] != "active")
+            for name in up
         )
 
     def snapshot(self) -> dict[str, Any]:
