@@ -93,7 +93,7 @@ def test_inference_node_follows_its_lifecycle(rig, ros_context):
     assert manager.change("vla_inference", Transition.TRANSITION_DEACTIVATE)
     assert manager.state("vla_inference") == "inactive"
     assert node._worker is None
-    manager.quiet(0.2)
+    manager.quiet(0.5)  # let messages already in flight land
     assert manager.quiet(0.3) == 0
     assert manager.twists[-1].linear.x == 0.0
     # cleanup, configure again (parameters are declared once), activate again
@@ -138,7 +138,7 @@ def test_safety_node_commands_zero_when_deactivated(rig, ros_context):
     manager.wait_twists(3)
     count = len(manager.twists)
     assert manager.change("vla_safety", Transition.TRANSITION_DEACTIVATE)
-    manager.quiet(0.2)
+    manager.quiet(0.5)  # let messages already in flight land
     assert len(manager.twists) > count  # the zero on the way down
     last = manager.twists[-1]
     assert (last.linear.x, last.linear.y, last.angular.z) == (0.0, 0.0, 0.0)
