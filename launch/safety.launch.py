@@ -3,10 +3,11 @@
     ros2 launch vla_ros safety.launch.py mode:=mobile3 input_topic:=/joy_vel
     ros2 launch vla_ros safety.launch.py mode:=arm7 params_file:=/path/arm.yaml namespace:=robot1
 
-Arguments: `mode` (mobile3 | arm7, or vla.launch.py's mobile | arm; empty = the file's value,
-else mobile3), `params_file` (YAML with a `vla_safety:` or `/**:` section; empty = the package's
-config/mobile.yaml or arm.yaml), `namespace`, `use_sim_time`, `input_topic` (remaps
-vla/cmd_raw or vla/arm_cmd_raw).
+Arguments: `mode` (an action space of `vla_ros.action_space`: mobile3 | arm7, aliases mobile |
+arm; empty = the file's value, else mobile3), `params_file` (YAML with a `vla_safety:` or `/**:`
+section; empty = the package's file for the mode, config/mobile.yaml or arm.yaml), `namespace`,
+`use_sim_time`, `input_topic` (remaps the mode's raw command topic, vla/cmd_raw or
+vla/arm_cmd_raw).
 
 The file's `vla_safety` section is read here and handed over as a dict, so it applies whatever
 `namespace` is. launch and launch_ros are imported inside the functions that need them: the
@@ -20,14 +21,15 @@ from typing import Any
 
 import yaml
 
+from vla_ros import action_space as action_spaces
+
 NODE_NAME = "vla_safety"
-MODES = ("mobile3", "arm7")
-MODE_ALIASES = {"mobile": "mobile3", "arm": "arm7"}
-"""vla.launch.py's spelling of the modes, accepted here too."""
-DEFAULT_INPUT = {"mobile3": "vla/cmd_raw", "arm7": "vla/arm_cmd_raw"}
-DEFAULT_PARAMS_FILE = {"mobile3": "mobile.yaml", "arm7": "arm.yaml"}
 ARGUMENTS = {
-    "mode": ("", "mobile3 or arm7; empty takes the parameter file's mode (else mobile3)"),
+    "mode": (
+        "",
+        "action space (mobile3 or arm7; aliases mobile, arm); empty takes the parameter file's "
+        "mode (else mobile3)",
+    ),
     "params_file": ("", "parameter YAML; empty uses the package's config for the mode"),
     "namespace": ("", "namespace for the node and all its relative topics"),
     "use_sim_time": ("false", "use /clock"),
@@ -60,17 +62,17 @@ def plan(
     share_dir: str | None,
 ) -> dict[str, Any]:
     """Keyword arguments for launch_ros's Node, from the launch arguments as strings."""
-    mode = MODE_ALIASES.get(mode, mode)
+    if mode:
+        mode = action_spaces.canonical(mode)
     if not params_file and share_dir is not None:
-        guess = os.path.join(share_dir, "config", DEFAULT_PARAMS_FILE.get(mode, "mobile.yaml"))
+        name = action_spaces.get(mode or action_spaces.DEFAULT_MODE).params_file
+        guess = os.path.join(share_dir, "config", name)
         params_file = guess if os.path.isfile(guess) else ""
     parameters = safety_parameters(params_file)
-    mode = mode or str(parameters.get("mode", "mobile3"))
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
-    parameters["mode"] = mode
+    space = action_spaces.get(mode or str(parameters.get("mode", action_spaces.DEFAULT_MODE)))
+    parameters["mode"] = space.name
     parameters["use_sim_time"] = use_sim_time.strip().lower() in ("true", "1", "yes")
-    remappings = [(DEFAULT_INPUT[mode], input_topic)] if input_topic else []
+    remappings = [(space.raw_topic, input_topic)] if input_topic else []
     return {
         "package": "vla_ros",
         "executable": "safety_node",

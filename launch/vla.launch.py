@@ -1,8 +1,10 @@
 """Camera -> event-triggered VLA inference -> safety validator, for a mobile base or an arm.
 
-    ros2 launch vla_ros vla.launch.py mode:=mobile model_dir:=/models/paligemma-vla
+    ros2 launch vla_ros vla.launch.py mode:=mobile3 model_dir:=/models/paligemma-vla
 
-The parameter file defaults to share/vla_ros/config/<mode>.yaml; every node reads its own section.
+`mode` is an action space of `vla_ros.action_space` (mobile3 or arm7; mobile and arm are aliases).
+The parameter file defaults to the mode's share/vla_ros/config/mobile.yaml or arm.yaml; every node
+reads its own section.
 The three nodes are lifecycle nodes started with `autostart: false`; this file configures each and
 activates it once it is inactive (a failed configure leaves that node unconfigured, never running).
 `vla-ros bringup` starts the same three nodes from the same files where ROS launch is absent.
@@ -16,28 +18,32 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 from launch_ros.substitutions import FindPackageShare
 
+from vla_ros import action_space as action_spaces
 from vla_ros.nodes.lifecycle import launch_actions
 
-ACTION_SPACE = {"mobile": "mobile3", "arm": "arm7"}
+DTYPES = ("float32", "float16", "bfloat16")
 
 
 def _nodes(context, *args, **kwargs):  # noqa: ANN001
-    mode = LaunchConfiguration("mode").perform(context)
-    if mode not in ACTION_SPACE:
-        raise RuntimeError(f"mode must be one of {sorted(ACTION_SPACE)}, got {mode!r}")
+    try:
+        space = action_spaces.get(LaunchConfiguration("mode").perform(context))
+    except ValueError as exc:
+        raise RuntimeError(f"mode: {exc}") from exc
     params_file = LaunchConfiguration("params_file").perform(context)
     if not params_file:
         share = FindPackageShare("vla_ros").perform(context)
-        params_file = os.path.join(share, "config", f"{mode}.yaml")
+        params_file = os.path.join(share, "config", space.params_file)
     namespace = LaunchConfiguration("namespace").perform(context)
     use_sim_time = LaunchConfiguration("use_sim_time").perform(context).lower() == "true"
     compressed = LaunchConfiguration("compressed").perform(context).lower() == "true"
     camera_topic = LaunchConfiguration("camera_topic").perform(context)
     model_dir = LaunchConfiguration("model_dir").perform(context)
     common = {"use_sim_time": use_sim_time, "autostart": False}
-    model = {"action_space": ACTION_SPACE[mode], "model_dir": model_dir}
-    for name in ("device", "dtype"):
+    model = {"action_space": space.name, "model_dir": model_dir}
+    for name in ("device", "dtype", "backend"):
         value = LaunchConfiguration(name).perform(context)
+        if name == "dtype" and value and value not in DTYPES:
+            raise RuntimeError(f"dtype must be one of {list(DTYPES)}, got {value!r}")
         if value:
             model[name] = value
     nodes = [
@@ -70,7 +76,7 @@ def _nodes(context, *args, **kwargs):  # noqa: ANN001
             executable="safety_node",
             name="vla_safety",
             namespace=namespace,
-            parameters=[params_file, {**common, "mode": ACTION_SPACE[mode]}],
+            parameters=[params_file, {**common, "mode": space.name}],
             output="screen",
             respawn=True,
             respawn_delay=1.0,
@@ -83,7 +89,11 @@ def generate_launch_description() -> LaunchDescription:
     return LaunchDescription(
         [
             DeclareLaunchArgument(
-                "mode", default_value="mobile", choices=list(ACTION_SPACE), description="robot type"
+                "mode",
+                default_value=action_spaces.DEFAULT_MODE,
+                choices=list(action_spaces.choices()),
+                description="action space: "
+                + "; ".join(s.describe() for s in map(action_spaces.get, action_spaces.names())),
             ),
             DeclareLaunchArgument(
                 "model_dir",
@@ -116,13 +126,20 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 "dtype",
                 default_value="",
-                choices=["", "float32", "float16", "bfloat16"],
-                description="model weight dtype; empty = the parameter file",
+                description=f"model weight dtype, one of {', '.join(DTYPES)}; "
+                "empty = the parameter file",
+            ),
+            DeclareLaunchArgument(
+                "backend",
+                default_value="",
+                choices=["", "torch", "onnxruntime", "tensorrt"],
+                description="trunk backend (onnxruntime/tensorrt need `vla-ros export`); "
+                "empty = the parameter file",
             ),
             DeclareLaunchArgument(
                 "params_file",
                 default_value="",
-                description="parameter file; empty = share/vla_ros/config/<mode>.yaml",
+                description="parameter file; empty = the mode's share/vla_ros/config/*.yaml",
             ),
             OpaqueFunction(function=_nodes),
         ]

@@ -163,17 +163,37 @@ def test_arm_run_uses_header_stamps(tmp_path):
             msg.twist.angular.x = 0.9 if k == 40 else 0.0
             bag.write("/vla/arm_cmd_raw", t_ns, serialize(msg))
             bag.write("/servo_node/delta_twist_cmds", t_ns + 7_000_000, serialize(msg))
-    result = check_bag(tmp_path / "arm", params)
+    result = check_bag(tmp_path / "arm", params, min_commands=50)
     assert result.mode == "arm7"
     assert {f.kind for f in result.findings} == {"velocity_limit", "speed_norm", "accel"}
     assert {round(f.t_rel, 3) for f in result.findings} >= {0.4}
 
 
-def test_bag_without_outputs_is_an_error(tmp_path, params_file):
+def test_bag_without_outputs_fails_naming_the_topic(tmp_path, params_file):
     with BagWriter(tmp_path / "empty") as bag:
         bag.add_topic("/vla/cmd_raw", "geometry_msgs/msg/Twist")
-    with pytest.raises(BagError, match="cmd_vel"):
-        check_bag(tmp_path / "empty", params_file)
+    result = check_bag(tmp_path / "empty", params_file)
+    assert not result.ok
+    assert [f.kind for f in result.findings] == ["missing_topic"]
+    assert "cmd_vel" in result.summary()
+    assert result.summary().endswith("FAIL")
+
+
+def test_thin_recordings_fail_instead_of_passing(tmp_path, params_file):
+    """The README replay once recorded 7 zero commands and passed; now that is a FAIL."""
+    write_mobile_run(tmp_path / "thin", [(k / 50, (0.0, 0.0, 0.0)) for k in range(7)])
+    result = check_bag(tmp_path / "thin", params_file)
+    assert [f.kind for f in result.findings] == ["too_few_commands"]
+    assert "7 outputs" in result.findings[0].message
+    assert check_bag(tmp_path / "thin", params_file, min_commands=7).ok
+    write_mobile_run(tmp_path / "run", ramp())
+    assert check_bag(tmp_path / "run", params_file).ok
+    missing = check_bag(tmp_path / "run", params_file, require=["/vla/cmd_raw", "/cmd_vel"])
+    assert [(f.kind, f.message) for f in missing.findings] == [
+        ("missing_topic", "/vla/cmd_raw not recorded")
+    ]
+    write_mobile_run(tmp_path / "full", ramp(), raw_inputs())
+    assert check_bag(tmp_path / "full", params_file, require=["/vla/cmd_raw"]).ok
 
 
 def test_unsafe_params_are_refused(tmp_path):

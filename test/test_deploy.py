@@ -259,6 +259,31 @@ def test_long_running_services_restart_and_report_health(compose: dict[str, Any]
     assert compose["services"]["replay"]["profiles"] == ["replay"]
 
 
+def test_replay_profile_plays_bag_time_to_a_sim_time_stack(compose: dict[str, Any]):
+    """Without --clock and use_sim_time every replayed frame is stale: the stack does nothing."""
+    from vla_ros.cli import build_parser
+
+    services = compose["services"]
+    replay = as_argv(services["replay"]["command"])
+    args = build_parser().parse_args(replay[1:])
+    assert args.command == "replay"
+    assert args.clock is not None, "the replay must publish /clock"
+    assert args.wait_for_subscribers > 0, "frames published before the stack listens are lost"
+    assert "vla-replay" in services["replay"]["depends_on"]
+    stack = services["vla-replay"]
+    assert stack["profiles"] == ["replay"]
+    launch = dict(arg.partition(":=")[::2] for arg in as_argv(stack["command"])[4:])
+    assert launch["use_sim_time"] == "true"
+    assert launch["compressed"] in {"true", "false"}
+    live = dict(arg.partition(":=")[::2] for arg in as_argv(services["vla"]["command"])[4:])
+    assert live["use_sim_time"] == "false"
+    same = {k: v for k, v in launch.items() if k not in {"use_sim_time", "compressed"}}
+    assert same == {k: v for k, v in live.items() if k not in {"use_sim_time", "compressed"}}
+    assert {k: stack[k] for k in ("volumes", "runtime", "environment", "healthcheck")} == {
+        k: services["vla"][k] for k in ("volumes", "runtime", "environment", "healthcheck")
+    }
+
+
 def test_stack_gets_the_gpu_and_read_only_models(compose: dict[str, Any]):
     vla = compose["services"]["vla"]
     assert vla["runtime"] in {"nvidia", "runc"}
@@ -660,7 +685,7 @@ def test_image_runs_as_a_non_root_user_through_the_entrypoint(dockerfile: Path):
 
 def test_python_pins_agree_across_images_and_with_ci():
     jetson, x86 = (pins(ROOT / "docker" / name) for name in ("Dockerfile.jetson", "Dockerfile.x86"))
-    platform_specific = {"torch", "onnxruntime-gpu"}
+    platform_specific = {"torch", "onnxruntime-gpu", "onnxruntime"}
     assert {k: v for k, v in jetson.items() if k not in platform_specific} == {
         k: v for k, v in x86.items() if k not in platform_specific
     }
@@ -669,6 +694,34 @@ def test_python_pins_agree_across_images_and_with_ci():
     assert {"onnxruntime-gpu", "torch"} <= set(jetson)
     # Humble's message packages are built against the NumPy 1 C API.
     assert int(jetson["numpy"].split(".")[0]) == 1
+
+
+# Deliberate differences between an image and CI: Humble's message packages need NumPy 1.x
+# (CI runs NumPy 2 on Kilted wheels), and the Jetson torch comes from NVIDIA's index for JetPack.
+IMAGE_ONLY_PINS = {"numpy"}
+
+
+def normalized(pinned: dict[str, str]) -> dict[str, str]:
+    return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in pinned.items()}
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_images_run_the_library_versions_ci_tests(dockerfile: Path):
+    """Deployed = tested: a package both an image and CI pin has one version (transformers,
+    tokenizers, onnx, onnxruntime, ...); the image's onnxruntime-gpu matches CI's onnxruntime."""
+    image = normalized(pins(dockerfile))
+    lock = normalized(read_env_file_like_requirements(ROOT / "requirements.lock"))
+    if dockerfile.name == "Dockerfile.jetson":
+        image.pop("torch")
+        image["onnxruntime"] = image.pop("onnxruntime-gpu")
+    drift = {
+        name: (version, lock[name])
+        for name, version in image.items()
+        if name in lock and name not in IMAGE_ONLY_PINS and lock[name] != version
+    }
+    assert not drift, f"{dockerfile.name} pins differ from requirements.lock (image, CI): {drift}"
+    for needed in ("transformers", "tokenizers", "safetensors", "onnx", "onnxruntime"):
+        assert needed in image, f"{dockerfile.name} does not pin {needed}"
 
 
 def read_env_file_like_requirements(path: Path) -> dict[str, str]:

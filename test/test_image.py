@@ -337,6 +337,60 @@ def test_absurd_jpeg_header_is_refused_before_decoding():
     assert info.value.reason == "too_large"
 
 
+def _lying_jpeg(width: int, height: int) -> bytes:
+    """A 16x16 JPEG whose frame header claims `width`x`height`."""
+    data = bytearray(jpeg_bytes(smooth_image(16, 16)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def _lying_png(width: int, height: int) -> bytes:
+    """A 16x16 PNG whose IHDR claims `width`x`height` (with its CRC fixed, so only size lies)."""
+    import zlib
+
+    data = bytearray(png_bytes(smooth_image(16, 16)))
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "codec", "reason"),
+    [
+        (_lying_jpeg(640, 480), "jpeg", "size_mismatch"),
+        (_lying_jpeg(64, 64), "jpeg", "size_mismatch"),
+        (_lying_png(640, 480), "png", "corrupt"),
+        (_lying_png(32, 16), "png", "corrupt"),
+    ],
+    ids=["jpeg-640x480", "jpeg-64x64", "png-640x480", "png-32x16"],
+)
+def test_header_that_lies_about_the_size_is_refused(data, codec, reason):
+    """libjpeg/libpng would fill the missing pixels (grey) and only warn on stderr."""
+    for min_size in (None, 8):
+        with pytest.raises(ImageFormatError, match=f"corrupt {codec}") as info:
+            compressed_to_rgb(codec, data, min_size=min_size)
+        assert info.value.reason == reason, str(info.value)
+
+
+def test_bad_frames_write_nothing_to_stderr(capfd):
+    """A stream of bad frames must not flood the log with C-library warnings, one per frame."""
+    bad = [
+        _lying_jpeg(640, 480),
+        jpeg_bytes(smooth_image(32, 32))[:300] + b"\xff\xd9",
+        _lying_png(64, 64),
+        png_bytes(smooth_image(32, 32))[:60],
+    ]
+    for _ in range(20):
+        for data in bad:
+            codec = "png" if data.startswith(b"\x89PNG") else "jpeg"
+            with pytest.raises(ImageFormatError):
+                compressed_msg_to_frame(SimpleNamespace(format=codec, data=data), 32)
+    captured = capfd.readouterr()
+    assert captured.err == ""
+    assert captured.out == ""
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=8),

@@ -204,7 +204,7 @@ def run_cli(argv):
 
 def test_cli_make_tiny_model_and_policy_info(tmp_path, capsys):
     out = tmp_path / "cli_model"
-    assert run_cli(["make-tiny-model", str(out), "--action-space", "arm7", "--seed", "2"]) == 0
+    assert run_cli(["make-tiny-model", str(out), "--mode", "arm", "--seed", "2"]) == 0
     assert PolicyConfig.load(out).action_space == "arm7"
     assert run_cli(["policy-info", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -217,16 +217,16 @@ def test_cli_make_tiny_model_and_policy_info(tmp_path, capsys):
 def test_cli_parses_fetch_and_import_arguments():
     parser = argparse.ArgumentParser(prog="vla-ros")
     policy_cli.add_commands(parser.add_subparsers(dest="command", required=True))
-    fetch = parser.parse_args(["fetch-model", "--init-head", "--action-space", "arm7"])
+    fetch = parser.parse_args(["fetch-model", "--init-head", "--mode", "arm7"])
     assert fetch.init_head
     assert fetch.repo_id == "google/paligemma-3b-pt-224"
     imp = parser.parse_args(
         ["import-robovlms", "x.ckpt", "--config", "c.json", "--backbone", "b", "--out", "o"]
     )
-    assert imp.action_space is None
+    assert imp.mode is None
     assert not imp.allow_pickle
     with pytest.raises(SystemExit):
-        parser.parse_args(["make-tiny-model", "o", "--action-space", "hexapod"])
+        parser.parse_args(["make-tiny-model", "o", "--mode", "hexapod"])
 
 
 def test_cli_fetch_offline_is_a_runtime_error(tmp_path, monkeypatch):

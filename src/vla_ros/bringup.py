@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
     from vla_ros.policy.types import Policy
 
-ACTION_SPACE = {"mobile": "mobile3", "arm": "arm7"}
+from vla_ros import action_space as action_spaces
+from vla_ros.policy.backends import BACKENDS
+
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 
@@ -26,7 +28,8 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 class StackOptions:
     """What `vla.launch.py` takes as launch arguments."""
 
-    mode: str = "mobile"
+    mode: str = action_spaces.DEFAULT_MODE
+    """An action space name or alias (`vla_ros.action_space`)."""
     model_dir: str = "models/tiny"
     params_file: str | None = None
     camera_topic: str = "/camera/image_raw"
@@ -35,11 +38,11 @@ class StackOptions:
     use_sim_time: bool = False
     device: str = ""
     dtype: str = ""
-    """Empty device/dtype keep the parameter file's values."""
+    backend: str = ""
+    """Empty device/dtype/backend keep the parameter file's values."""
 
     def resolved_params_file(self) -> Path:
-        if self.mode not in ACTION_SPACE:
-            raise ValueError(f"mode must be one of {sorted(ACTION_SPACE)}, got {self.mode!r}")
+        action_spaces.canonical(self.mode)
         path = Path(self.params_file) if self.params_file else default_params_file(self.mode)
         if not path.is_file():
             raise FileNotFoundError(f"parameter file {path} does not exist")
@@ -47,8 +50,9 @@ class StackOptions:
 
 
 def default_params_file(mode: str) -> Path:
-    """config/<mode>.yaml from the source tree, else from share/vla_ros (pip or colcon install)."""
-    name = f"{mode}.yaml"
+    """The mode's parameter file (config/mobile.yaml, config/arm.yaml, ...) from the source tree,
+    else from share/vla_ros (pip or colcon install)."""
+    name = action_spaces.get(mode).params_file
     for candidate in (CONFIG_DIR / name, Path(sys.prefix) / "share" / "vla_ros" / "config" / name):
         if candidate.is_file():
             return candidate
@@ -81,7 +85,7 @@ def build_stack(
     from vla_ros.nodes.lifecycle import start, stop
     from vla_ros.nodes.safety_node import SafetyNode
 
-    action_space = ACTION_SPACE[options.mode]
+    action_space = action_spaces.canonical(options.mode)
     sim_time = Parameter("use_sim_time", value=options.use_sim_time)
     common: dict[str, Any] = {"context": context, "namespace": options.namespace}
     camera = CameraNode(
@@ -96,7 +100,11 @@ def build_stack(
     )
     model = [
         Parameter(name, value=value)
-        for name, value in (("device", options.device), ("dtype", options.dtype))
+        for name, value in (
+            ("device", options.device),
+            ("dtype", options.dtype),
+            ("backend", options.backend),
+        )
         if value
     ]
     inference = InferenceNode(
@@ -148,7 +156,8 @@ def run_bringup(options: StackOptions) -> int:
         for node in nodes:
             executor.add_node(node)
         nodes[0].get_logger().info(
-            f"vla_ros stack up: mode={options.mode} model_dir={options.model_dir}"
+            f"vla_ros stack up: mode={action_spaces.canonical(options.mode)} "
+            f"model_dir={options.model_dir}"
         )
         executor.spin()
     except ParameterError as exc:
@@ -169,20 +178,51 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bringup", help="start camera, inference and safety nodes in one process (no ros2 launch)"
     )
-    parser.add_argument("--mode", choices=sorted(ACTION_SPACE), default="mobile")
+    action_spaces.add_mode_argument(parser)
     parser.add_argument("--model-dir", required=True, help="vla_ros model directory")
     parser.add_argument(
-        "--params", default=None, help="parameter file (default config/<mode>.yaml)"
+        "--params",
+        default=None,
+        help="parameter file (default: the mode's config/mobile.yaml or config/arm.yaml)",
     )
-    parser.add_argument("--camera-topic", default="/camera/image_raw")
-    parser.add_argument("--compressed", action="store_true", help="subscribe to CompressedImage")
-    parser.add_argument("--namespace", default="")
-    parser.add_argument("--use-sim-time", action="store_true")
-    parser.add_argument("--device", default="", help="e.g. cuda:0 (default: parameter file)")
     parser.add_argument(
-        "--dtype", default="", choices=["", "float32", "float16", "bfloat16"], help="weight dtype"
+        "--camera-topic",
+        default="/camera/image_raw",
+        help="raw image topic; <topic>/compressed with --compressed",
+    )
+    parser.add_argument(
+        "--compressed",
+        action="store_true",
+        help="subscribe to sensor_msgs/CompressedImage on <camera-topic>/compressed",
+    )
+    parser.add_argument("--namespace", default="", help="node namespace (default: root)")
+    parser.add_argument(
+        "--use-sim-time", action="store_true", help="follow /clock (a bag replayed with --clock)"
+    )
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--backend",
+        default=None,
+        choices=BACKENDS,
+        help="trunk backend; onnxruntime/tensorrt need `vla-ros export` (default: parameter file)",
     )
     parser.set_defaults(handler=_handle)
+
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--device`/`--dtype` as every command that loads a model spells them."""
+    parser.add_argument(
+        "--device", default="", help="torch device, e.g. cpu or cuda:0 (default: parameter file)"
+    )
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=DTYPES,
+        help="weight dtype (default: the parameter file's)",
+    )
 
 
 def _handle(args: argparse.Namespace) -> int:
@@ -198,6 +238,7 @@ def _handle(args: argparse.Namespace) -> int:
             namespace=args.namespace,
             use_sim_time=args.use_sim_time,
             device=args.device,
-            dtype=args.dtype,
+            dtype=args.dtype or "",
+            backend=args.backend or "",
         )
     )

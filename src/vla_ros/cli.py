@@ -19,11 +19,36 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from vla_ros import __version__
+
     parser = argparse.ArgumentParser(prog="vla-ros", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"vla-ros {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).add_commands(subparsers)
+    for command in _commands(parser):
+        # Every option's help ends with its default, the same way in every command.
+        command.formatter_class = _DefaultsFormatter
     return parser
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows real defaults only: not None, False or '' (their help says what happens instead)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, "") or isinstance(action.default, list):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every (sub-)command parser below `parser`, depth first."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in dict.fromkeys(action.choices.values()):
+                found += [command, *_commands(command)]
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,13 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from vla_ros.bringup import ACTION_SPACE, StackOptions
+from vla_ros import action_space as action_spaces
+from vla_ros.bringup import StackOptions
 from vla_ros.safety.config import twist_vector
 
-OUTPUT_TOPICS = {
-    "mobile": ("/cmd_vel",),
-    "arm": ("/servo_node/delta_twist_cmds", "/gripper/command"),
-}
 LOG_TOPICS = ("/vla/inference_event", "/vla/action_chunk", "/diagnostics")
 DEMO_INSTRUCTIONS = ("move forward to the red box", "빨간 상자를 피해서 왼쪽으로 천천히 가")
 """The first is given at 0.5 s, the second (Korean) just past the middle of the bag."""
@@ -85,7 +82,7 @@ def _node_percentiles(
 def run_demo(
     model_dir: Path,
     out_dir: Path,
-    mode: str = "mobile",
+    mode: str = action_spaces.DEFAULT_MODE,
     duration_s: float = 12.0,
     fps: float = 30.0,
 ) -> DemoSummary:
@@ -98,8 +95,7 @@ def run_demo(
     from vla_ros.bag.synth import SynthConfig, synthesize
     from vla_ros.bringup import build_stack, ros_args_for
 
-    if mode not in ACTION_SPACE:
-        raise ValueError(f"mode must be one of {sorted(ACTION_SPACE)}, got {mode!r}")
+    outputs = [f"/{topic}" for topic in action_spaces.get(mode).output_topics]
     if not (Path(model_dir) / "policy.yaml").is_file():
         raise FileNotFoundError(
             f"{model_dir}/policy.yaml not found: run `vla-ros make-tiny-model {model_dir}` first"
@@ -129,7 +125,7 @@ def run_demo(
             input_bag,
             lambda ctx: build_stack(ctx, options),
             context=context,
-            record_topics=[*OUTPUT_TOPICS[mode], *LOG_TOPICS],
+            record_topics=[*outputs, *LOG_TOPICS],
             replay=ReplayOptions(clock=True, clock_hz=200.0),
             out_bag=run_bag_path,
             tail_s=1.0,
@@ -160,7 +156,7 @@ def summarise(result: Any, synth: Any, run_bag_path: Path, options: StackOptions
         trigger_ms.append(float(event["latency_ms"]) - float(event["model_ms"]))
     summary.events = dict(events)
     summary.inferences = sum(events.values())
-    commands = result.on(OUTPUT_TOPICS[options.mode][0])
+    commands = result.on(f"/{action_spaces.get(options.mode).output_topic}")
     summary.commands_out = len(commands)
     first_instruction_ns = synth.start_ns + int(synth.instructions[0][0] * 1e9)
     for message in commands:
@@ -216,9 +212,13 @@ def print_summary(summary: DemoSummary) -> None:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="run the stack on a synthetic bag and summarise")
-    parser.add_argument("--model-dir", default="models/tiny", type=Path)
-    parser.add_argument("--out", default=Path("out/demo"), type=Path)
-    parser.add_argument("--mode", choices=sorted(ACTION_SPACE), default="mobile")
+    parser.add_argument(
+        "--model-dir", default="models/tiny", type=Path, help="vla_ros model directory"
+    )
+    parser.add_argument(
+        "--out", default=Path("out/demo"), type=Path, help="directory for the bags and summary"
+    )
+    action_spaces.add_mode_argument(parser)
     parser.add_argument("--duration", type=float, default=12.0, help="seconds of synthetic video")
     parser.set_defaults(handler=_handle)
 

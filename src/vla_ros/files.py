@@ -23,12 +23,15 @@ def read_mapping(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: {missing}")
-    text = path.read_text(encoding="utf-8")
+    kind = "JSON" if path.suffix == ".json" else "YAML"
     try:
+        text = path.read_bytes().decode("utf-8")
         raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not valid {kind}: not UTF-8 text at byte {exc.start}") from exc
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        kind = "JSON" if path.suffix == ".json" else "YAML"
-        raise error(f"{path}: not valid {kind}: {exc}") from exc
+        # One line: YAML errors span several (context, marks), logs and exit messages must not.
+        raise error(f"{path}: not valid {kind}: {' '.join(str(exc).split())}") from exc
     if not isinstance(raw, dict):
         raise error(f"{path}: expected a mapping of {layout} at the top level")
     return raw

@@ -10,27 +10,25 @@ bag start in integer nanoseconds first, so float rounding of epoch seconds canno
 violation. E-stop inputs and `~/status` count from their receive time plus one output period
 (or the tolerance, if larger): an output already in flight when the e-stop arrived is not a
 violation, one published a period later is.
+
+A recording too thin to show anything fails instead of passing: fewer outputs than
+`min_commands` (default one second of the output rate) or a `require`d topic that is absent are
+findings of their own (`too_few_commands`, `missing_topic`), as is a bag without the output topic.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vla_ros import action_space as action_spaces
 from vla_ros.bag.io import BagError, BagReader, deserialize, stamp_ns
 from vla_ros.files import read_mapping
 
-OUTPUT_TOPICS = {
-    "mobile3": ("cmd_vel", "geometry_msgs/msg/Twist"),
-    "arm7": ("servo_node/delta_twist_cmds", "geometry_msgs/msg/TwistStamped"),
-}
-RAW_TOPICS = {
-    "mobile3": ("vla/cmd_raw", ("geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped")),
-    "arm7": ("vla/arm_cmd_raw", ("geometry_msgs/msg/TwistStamped",)),
-}
 STAMP_RESOLUTION_S = 1e-6
 """Nodes compute in float seconds since the epoch (about 0.24 us resolution today), so stamped
 outputs get this much dt slack; it is far below any accel·dt a real violation needs."""
@@ -88,6 +86,7 @@ class CheckResult:
     mode: str
     output_topic: str
     samples: int
+    moving: int = 0
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -103,8 +102,8 @@ class CheckResult:
 
     def summary(self, limit: int = 50) -> str:
         lines = [
-            f"{self.bag}: {self.samples} {self.mode} outputs on {self.output_topic}, "
-            f"{len(self.findings)} violation(s)"
+            f"{self.bag}: {self.samples} {self.mode} outputs on {self.output_topic} "
+            f"({self.moving} moving), {len(self.findings)} violation(s)"
         ]
         lines += [f"note: {note}" for note in self.notes]
         lines += [f"  {finding}" for finding in self.findings[:limit]]
@@ -119,6 +118,7 @@ class CheckResult:
             "mode": self.mode,
             "output_topic": self.output_topic,
             "samples": self.samples,
+            "moving": self.moving,
             "ok": self.ok,
             "notes": self.notes,
             "violations": [vars(f) for f in self.findings],
@@ -132,8 +132,18 @@ def _find(info: Any, suffix: str, types: Sequence[str]) -> str | None:
     return None
 
 
+def _missing(info: Any, required: Sequence[str]) -> list[str]:
+    """Required topics (matched by name suffix, any type) that the bag does not hold."""
+    names = [str(t.name).rstrip("/") for t in info.topics]
+    return [r for r in required if not any(n.endswith(r.strip("/")) for n in names)]
+
+
 def _detect_mode(info: Any) -> str:
-    found = [m for m, (suffix, t) in OUTPUT_TOPICS.items() if _find(info, suffix, (t,))]
+    found = [
+        space.name
+        for space in map(action_spaces.get, action_spaces.names())
+        if _find(info, space.output_topic, (space.command_type,))
+    ]
     if len(found) != 1:
         raise BagError(
             f"{info.path}: cannot tell the mode from the topics (found outputs for {found}); "
@@ -178,12 +188,15 @@ def check_bag(
     node: str = "vla_safety",
     time_tolerance_s: float | None = None,
     max_gap_s: float | None = None,
+    min_commands: int | None = None,
+    require: Sequence[str] = (),
 ) -> CheckResult:
     """Check every safety output in `bag` against the limits in `params`.
 
     `params` is a ROS parameter file (the `node` section is used), a flat mapping, or None for
     the validator's defaults of `mode`. `max_gap_s` is the longest silence allowed while moving
-    (default five output periods, see `check_trace`).
+    (default five output periods, see `check_trace`). `min_commands` (default: one second of
+    outputs at `output_rate_hz`) and `require` (topic names) make a thin recording fail.
     """
     from vla_ros.safety.config import SafetyConfig, twist_vector
     from vla_ros.safety.invariants import TraceSample, check_trace
@@ -196,16 +209,21 @@ def check_bag(
         values = load_node_params(params, node)
     with BagReader(bag) as reader:
         info = reader.info()
-        mode = mode or values.get("mode") or _detect_mode(info)
         try:
+            mode = action_spaces.canonical(mode or values.get("mode") or _detect_mode(info))
             config = SafetyConfig.from_params({**values, "mode": mode})
             config.validate()
         except ValueError as exc:
             raise BagError(f"safety parameters: {exc}") from exc
-        suffix, out_type = OUTPUT_TOPICS[mode]
+        space = config.space
+        suffix, out_type = space.output_topic, space.command_type
         output = _find(info, suffix, (out_type,))
+        missing = _missing(info, require)
         if output is None:
-            raise BagError(f"{info.path}: no {suffix} ({out_type}) topic: nothing to check")
+            result = CheckResult(Path(bag), mode, suffix, 0)
+            missing.insert(0, f"{suffix} ({out_type}): nothing to check")
+            result.findings += [_recording(info, "missing_topic", m) for m in missing]
+            return result
         stamped = out_type.endswith("TwistStamped")
         period = 1.0 / config.output_rate_hz
         tolerance = (
@@ -213,7 +231,7 @@ def check_bag(
             if time_tolerance_s is not None
             else (STAMP_RESOLUTION_S if stamped else period)
         )
-        raw_suffix, raw_types = RAW_TOPICS[mode]
+        raw_suffix, raw_types = space.raw_topic, space.raw_types
         raw = _find(info, raw_suffix, raw_types)
         estop_topic = _find(info, *ESTOP_TOPIC)
         status_topic = _find(info, *STATUS_TOPIC)
@@ -241,6 +259,18 @@ def check_bag(
     inputs.sort()
     outputs.sort(key=lambda sample: sample[0])
     result = CheckResult(Path(bag), mode, output, len(outputs))
+    result.moving = sum(1 for _, motion in outputs if any(motion))
+    result.findings += [_recording(info, "missing_topic", f"{m} not recorded") for m in missing]
+    needed = math.ceil(config.output_rate_hz) if min_commands is None else min_commands
+    if len(outputs) < needed:
+        result.findings.append(
+            _recording(
+                info,
+                "too_few_commands",
+                f"{len(outputs)} outputs on {output}, at least {needed} needed "
+                "(a recording this thin shows nothing; see --min-commands)",
+            )
+        )
     if raw is None:
         result.notes.append(f"no {raw_suffix} recorded: watchdog not checked")
     if estop_topic is None and status_topic is None:
@@ -265,3 +295,8 @@ def check_bag(
             Finding(origin / 1e9 + violation.t, violation.t, violation.kind, violation.message)
         )
     return result
+
+
+def _recording(info: Any, kind: str, message: str) -> Finding:
+    """A finding about the recording itself, placed at the bag start."""
+    return Finding(info.start_ns / 1e9, 0.0, kind, message)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from vla_ros.action_space import add_mode_argument
 from vla_ros.bag.io import DEFAULT_VERSION, STORAGES, VERSIONS, BagError
 
 
@@ -80,6 +81,20 @@ def _add_replay(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_handle_replay)
 
 
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    """How a written bag is stored: the same two options for record and synth."""
+    parser.add_argument(
+        "--storage", choices=STORAGES, default="sqlite3", help="rosbag2 storage plugin"
+    )
+    parser.add_argument(
+        "--metadata-version",
+        type=int,
+        choices=VERSIONS,
+        default=DEFAULT_VERSION,
+        help="rosbag2 metadata version to write",
+    )
+
+
 def _add_record(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("record", help="record live topics to a rosbag2 (raw CDR)")
     parser.add_argument("out", type=Path, help="output rosbag2 directory (must not exist)")
@@ -87,9 +102,14 @@ def _add_record(subparsers: argparse._SubParsersAction) -> None:
     target.add_argument("--topics", nargs="+", help="topics to record")
     target.add_argument("--all", action="store_true", help="every topic with a publisher")
     parser.add_argument("--exclude", nargs="+", default=[], help="topics to leave out with --all")
-    parser.add_argument("--storage", choices=STORAGES, default="sqlite3")
-    parser.add_argument("--version", type=int, choices=VERSIONS, default=DEFAULT_VERSION)
-    parser.add_argument("--duration", type=_positive, default=None, metavar="S")
+    _add_format(parser)
+    parser.add_argument(
+        "--duration",
+        type=_positive,
+        default=None,
+        metavar="S",
+        help="stop S seconds after the first message (a slow start-up does not eat the run)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bag")
     parser.add_argument("--use-sim-time", action="store_true", help="stamp with /clock time")
     parser.add_argument("--no-progress", action="store_true", help="no live message counts")
@@ -101,14 +121,22 @@ def _add_synth(commands: argparse._SubParsersAction) -> None:
         "synth", help="write a deterministic synthetic camera bag (tests, demo)"
     )
     parser.add_argument("out", type=Path, help="output rosbag2 directory")
-    parser.add_argument("--duration", type=_positive, default=10.0, metavar="S")
-    parser.add_argument("--fps", type=_positive, default=10.0)
-    parser.add_argument("--resolution", default="320x240", metavar="WxH")
-    parser.add_argument("--images", choices=("raw", "compressed", "both"), default="both")
-    parser.add_argument("--encoding", choices=("rgb8", "bgr8"), default="rgb8")
-    parser.add_argument("--storage", choices=STORAGES, default="sqlite3")
-    parser.add_argument("--version", type=int, choices=VERSIONS, default=DEFAULT_VERSION)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--duration", type=_positive, default=10.0, metavar="S", help="seconds of video"
+    )
+    parser.add_argument("--fps", type=_positive, default=10.0, help="camera frame rate")
+    parser.add_argument("--resolution", default="320x240", metavar="WxH", help="frame size")
+    parser.add_argument(
+        "--images",
+        choices=("raw", "compressed", "both"),
+        default="both",
+        help="Image on /camera/image_raw, CompressedImage (JPEG) on its /compressed, or both",
+    )
+    parser.add_argument(
+        "--encoding", choices=("rgb8", "bgr8"), default="rgb8", help="raw image encoding"
+    )
+    _add_format(parser)
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the scene")
     parser.add_argument(
         "--segments",
         default="static:2,moving:2",
@@ -138,8 +166,8 @@ def _add_synth(commands: argparse._SubParsersAction) -> None:
         default=0.25,
         help="image widths per second the view pans while moving (0 = only shapes move)",
     )
-    parser.add_argument("--jpeg-quality", type=int, default=85)
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--jpeg-quality", type=int, default=85, help="JPEG quality (1-100)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing bag")
     parser.set_defaults(handler=_handle_synth)
 
 
@@ -154,7 +182,7 @@ def _add_check(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="parameter file of the run (default: the validator's defaults for --mode)",
     )
-    parser.add_argument("--mode", choices=("mobile3", "arm7"), default=None)
+    add_mode_argument(parser, default=None, help_extra="; also read from --params or the topics")
     parser.add_argument("--node", default="vla_safety", help="node section in the params file")
     parser.add_argument(
         "--time-tolerance",
@@ -169,6 +197,20 @@ def _add_check(commands: argparse._SubParsersAction) -> None:
         default=None,
         metavar="S",
         help="longest silence allowed while moving (default five output periods)",
+    )
+    parser.add_argument(
+        "--min-commands",
+        type=int,
+        default=None,
+        metavar="N",
+        help="FAIL with fewer outputs than this (default: one second at output_rate_hz)",
+    )
+    parser.add_argument(
+        "--require",
+        nargs="+",
+        default=[],
+        metavar="TOPIC",
+        help="FAIL unless these topics were recorded (e.g. /vla/cmd_raw for the watchdog)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write violations as JSON")
     parser.set_defaults(handler=_handle_check)
@@ -281,7 +323,7 @@ def _handle_record(args: argparse.Namespace) -> int:
             args.out,
             context=context,
             storage=args.storage,
-            version=args.version,
+            version=args.metadata_version,
             overwrite=args.overwrite,
             all_topics=args.all,
             exclude=args.exclude,
@@ -289,12 +331,14 @@ def _handle_record(args: argparse.Namespace) -> int:
         )
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(recorder.node)
-        deadline = time.monotonic() + args.duration if args.duration else None
+        deadline: float | None = None
         console.print(f"recording to {args.out} (Ctrl-C to stop)")
         try:
             with console.status("waiting for publishers", spinner="dots") as status:
                 while deadline is None or time.monotonic() < deadline:
                     executor.spin_once(timeout_sec=0.1)
+                    if deadline is None and args.duration and any(recorder.stats.counts.values()):
+                        deadline = time.monotonic() + args.duration
                     if not args.no_progress:
                         counts = dict(recorder.stats.counts)
                         status.update(
@@ -364,7 +408,7 @@ def _handle_synth(args: argparse.Namespace) -> int:
         scan=args.scan,
         odom=args.odom,
         storage=args.storage,
-        version=args.version,
+        version=args.metadata_version,
         seed=args.seed,
     )
     timeline = synthesize(args.out, config, overwrite=args.overwrite)
@@ -385,6 +429,8 @@ def _handle_check(args: argparse.Namespace) -> int:
         node=args.node,
         time_tolerance_s=args.time_tolerance,
         max_gap_s=args.max_gap,
+        min_commands=args.min_commands,
+        require=args.require,
     )
     print(result.summary())
     if args.json is not None:

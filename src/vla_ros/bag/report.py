@@ -14,21 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from vla_ros import action_space as action_spaces
 from vla_ros.bag.io import BagInfo, BagReader, deserialize
+from vla_ros.safety.config import twist_vector
 
-AXES = {
-    "mobile3": ("vx", "vy", "wz"),
-    "arm7": ("vx", "vy", "vz", "wx", "wy", "wz"),
-}
-_TWIST_FIELDS = (
-    ("linear", "x"),
-    ("linear", "y"),
-    ("linear", "z"),
-    ("angular", "x"),
-    ("angular", "y"),
-    ("angular", "z"),
-)
-_MOBILE_FIELDS = (_TWIST_FIELDS[0], _TWIST_FIELDS[1], _TWIST_FIELDS[5])
+AXES = action_spaces.view("axes")
 
 
 @dataclass
@@ -96,24 +86,30 @@ class RunReport:
 
 
 def _classify(name: str, msgtype: str) -> str | None:
-    rules = (
+    """`events`, `gripper`, `estop`, `out:<space>` or `raw:<space>` (from the registry)."""
+    rules = [
         ("vla/inference_event", "std_msgs/msg/String", "events"),
-        ("vla/cmd_raw", "geometry_msgs/msg/Twist", "raw_mobile"),
-        ("vla/arm_cmd_raw", "geometry_msgs/msg/TwistStamped", "raw_arm"),
-        ("cmd_vel", "geometry_msgs/msg/Twist", "mobile"),
-        ("delta_twist_cmds", "geometry_msgs/msg/TwistStamped", "arm"),
-        ("gripper/command", "std_msgs/msg/Float64", "gripper"),
+        (action_spaces.GRIPPER_TOPIC, action_spaces.GRIPPER_TYPE, "gripper"),
         ("vla/estop", "std_msgs/msg/Bool", "estop"),
-    )
+    ]
+    for space in map(action_spaces.get, action_spaces.names()):
+        rules.append((space.raw_topic, space.command_type, f"raw:{space.name}"))
+        rules.append((space.output_topic, space.command_type, f"out:{space.name}"))
     for suffix, kind_type, kind in rules:
         if name.rstrip("/").endswith(suffix) and msgtype == kind_type:
             return kind
     return None
 
 
-def _twist(msg: Any, fields: tuple[tuple[str, str], ...]) -> tuple[float, ...]:
-    twist = getattr(msg, "twist", msg)
-    return tuple(float(getattr(getattr(twist, part), axis)) for part, axis in fields)
+def _action_space(kinds: Any) -> str | None:
+    """The recorded space: outputs decide over raw inputs; a gripper topic means a gripper."""
+    for prefix in ("out:", "raw:"):
+        found = [k.split(":", 1)[1] for k in kinds if k.startswith(prefix)]
+        if "gripper" in kinds:
+            found = [n for n in found if action_spaces.get(n).gripper] or found
+        if found:
+            return found[0]
+    return None
 
 
 def build_report(bag: str | Path) -> RunReport:
@@ -122,11 +118,8 @@ def build_report(bag: str | Path) -> RunReport:
         report = RunReport(info=info)
         kinds = {t.name: kind for t in info.topics if (kind := _classify(t.name, t.msgtype))}
         report.topics = kinds
-        if any(k in ("arm", "raw_arm", "gripper") for k in kinds.values()):
-            report.action_space = "arm7"
-        elif any(k in ("mobile", "raw_mobile") for k in kinds.values()):
-            report.action_space = "mobile3"
-        fields = _TWIST_FIELDS if report.action_space == "arm7" else _MOBILE_FIELDS
+        report.action_space = _action_space(set(kinds.values()))
+        space = action_spaces.get(report.action_space or action_spaces.DEFAULT_MODE)
         for message in reader.messages(kinds):
             kind = kinds[message.topic]
             t = (message.timestamp_ns - info.start_ns) / 1e9
@@ -141,10 +134,10 @@ def build_report(bag: str | Path) -> RunReport:
                     continue
                 event["t"] = t
                 report.events.append(event)
-            elif kind in ("mobile", "arm"):
-                report.commands.add(t, _twist(msg, fields))
-            elif kind in ("raw_mobile", "raw_arm"):
-                report.raw_commands.add(t, _twist(msg, fields))
+            elif kind.startswith("out:"):
+                report.commands.add(t, space.from_twist(twist_vector(msg)))
+            elif kind.startswith("raw:"):
+                report.raw_commands.add(t, space.from_twist(twist_vector(msg)))
             elif kind == "gripper":
                 report.gripper.add(t, (float(msg.data),))
             else:
@@ -201,7 +194,7 @@ def plot_report(report: RunReport, png: str | Path) -> Path:
 
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
-    axes_names = AXES.get(report.action_space or "", AXES["mobile3"])
+    axes_names = AXES.get(report.action_space or "", AXES[action_spaces.DEFAULT_MODE])
     fig, (ax_cmd, ax_evt, ax_lat) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
     try:
         for series, style, label in (

@@ -15,6 +15,7 @@ that nodes use as a counter key.
 from __future__ import annotations
 
 import functools
+import io
 import operator
 from typing import Any
 
@@ -64,12 +65,6 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Start-of-frame markers carry the image size; C4 (DHT), C8 (JPG) and CC (DAC) do not.
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}
-_REDUCED_FLAGS = {
-    1: cv2.IMREAD_COLOR,
-    2: cv2.IMREAD_REDUCED_COLOR_2,
-    4: cv2.IMREAD_REDUCED_COLOR_4,
-    8: cv2.IMREAD_REDUCED_COLOR_8,
-}
 
 
 class ImageFormatError(ValueError):
@@ -115,7 +110,7 @@ def compressed_to_rgb(format: str, data: Any, min_size: int | None = None) -> np
     With `min_size`, a JPEG may come back downscaled by 2, 4 or 8 as long as both sides stay
     >= min_size; callers that resize to a model frame anyway save most of the decode time.
     """
-    return cv2.cvtColor(_decode_bgr(format, data, min_size), cv2.COLOR_BGR2RGB)
+    return _decode_rgb(format, data, min_size)
 
 
 def resize_for_model(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -151,8 +146,7 @@ def image_msg_to_frame(msg: Any, size: int, bridge: Any = None) -> np.ndarray:
 def compressed_msg_to_frame(msg: Any, size: int) -> np.ndarray:
     """Model frame (size, size, 3) uint8 RGB of a CompressedImage message (JPEG or PNG)."""
     size = _check_size(size)
-    bgr = _decode_bgr(msg.format, msg.data, size)
-    return cv2.cvtColor(_resize(bgr, size), cv2.COLOR_BGR2RGB)
+    return _resize(_decode_rgb(msg.format, msg.data, size), size)
 
 
 @functools.lru_cache(maxsize=1)
@@ -270,8 +264,14 @@ def _bridge_rgb(bridge: Any, msg: Any, shape: tuple[int, int]) -> np.ndarray | N
     return rgb
 
 
-def _decode_bgr(fmt: Any, data: Any, min_size: int | None) -> np.ndarray:
-    """Validated, decoded BGR image; JPEGs are decoded at the coarsest scale >= min_size."""
+def _decode_rgb(fmt: Any, data: Any, min_size: int | None) -> np.ndarray:
+    """Validated, decoded RGB image; JPEGs are decoded at the coarsest scale >= min_size.
+
+    JPEGs go through libjpeg-turbo (simplejpeg) in strict mode and PNGs through Pillow: both
+    turn what libjpeg/libpng only warn about (a header that promises more pixels than the data
+    holds, a truncated stream, a bad checksum) into a refusal, and neither writes to stderr, so
+    a stream of bad frames costs one counter, not a line of C-library noise per frame.
+    """
     if not isinstance(fmt, str):
         raise ImageFormatError(f"format must be a string, got {fmt!r}", "unsupported_format")
     flat = _byte_array(data)
@@ -291,14 +291,46 @@ def _decode_bgr(fmt: Any, data: Any, min_size: int | None) -> np.ndarray:
     if height > MAX_SIDE or width > MAX_SIDE or height * width > MAX_PIXELS:
         raise ImageFormatError(f"absurd {codec} size {width}x{height}", "too_large")
     scale = _jpeg_scale(width, height, min_size) if codec == "jpeg" else 1
-    try:
-        bgr = cv2.imdecode(flat, _REDUCED_FLAGS[scale] | cv2.IMREAD_IGNORE_ORIENTATION)
-    except cv2.error as exc:
-        raise ImageFormatError(f"corrupt {codec}: {exc}", "corrupt") from None
     expected = (-(-height // scale), -(-width // scale), 3)
-    if bgr is None or bgr.shape != expected:
-        raise ImageFormatError(f"corrupt {codec}: decoder returned nothing usable", "corrupt")
-    return bgr
+    rgb = _decode_jpeg(flat, scale, expected) if codec == "jpeg" else _decode_png(flat)
+    if rgb.shape != expected:
+        raise ImageFormatError(
+            f"corrupt {codec}: header says {width}x{height}, decoded "
+            f"{rgb.shape[1] * scale}x{rgb.shape[0] * scale}",
+            "size_mismatch",
+        )
+    return rgb
+
+
+def _decode_jpeg(flat: np.ndarray, scale: int, expected: tuple[int, int, int]) -> np.ndarray:
+    import simplejpeg
+
+    try:
+        return simplejpeg.decode_jpeg(
+            flat,
+            colorspace="RGB",
+            min_factor=scale,
+            min_height=expected[0],
+            min_width=expected[1],
+            strict=True,
+        )
+    except ValueError as exc:
+        problem = " ".join(str(exc).split())
+        reason = "size_mismatch" if "premature end" in problem else "corrupt"
+        raise ImageFormatError(f"corrupt jpeg: {problem}", reason) from None
+
+
+def _decode_png(flat: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(flat.tobytes()), formats=("PNG",)) as image:
+            image.load()
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
+            return np.asarray(rgb)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        problem = " ".join(str(exc).split())
+        raise ImageFormatError(f"corrupt png: {problem}", "corrupt") from None
 
 
 def _codec(fmt: str, flat: np.ndarray) -> str:

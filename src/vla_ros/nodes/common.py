@@ -67,7 +67,7 @@ class ParamSpec:
     description: str
     min: float | None = None
     max: float | None = None
-    choices: tuple[str, ...] | None = None
+    choices: Sequence[str] | None = None
     read_only: bool = False
     type_: Parameter.Type | None = None
 

@@ -40,6 +40,7 @@ from std_msgs.msg import (
 )
 from std_srvs.srv import Trigger
 
+from vla_ros import action_space as action_spaces
 from vla_ros.core.image import ImageFormatError, image_msg_to_rgb
 from vla_ros.core.inference import CoreConfig, InferenceCore, Outcome
 from vla_ros.core.instruction import ReceiptDeduper
@@ -57,11 +58,12 @@ from vla_ros.nodes.common import (
     topic_name_problem,
 )
 from vla_ros.nodes.lifecycle import ManagedNode
+from vla_ros.policy.backends import BACKENDS
 from vla_ros.policy.codec import motion_to_twist_fields
 from vla_ros.policy.types import ActionChunk, Policy
 
 NODE_NAME = "vla_inference"
-ACTION_SPACES = ("mobile3", "arm7")
+ACTION_SPACES = action_spaces.CHOICES
 DTYPES = ("float32", "float16", "bfloat16")
 TRIGGER_MODES = ("event", "every_frame")
 
@@ -99,6 +101,13 @@ PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("device", "cpu", "torch device for the model, e.g. cpu or cuda:0", read_only=True),
     ParamSpec("dtype", "float32", "model weight dtype", choices=DTYPES, read_only=True),
+    ParamSpec(
+        "backend",
+        "torch",
+        "trunk backend: torch, onnxruntime or tensorrt (the last two need `vla-ros export`)",
+        choices=BACKENDS,
+        read_only=True,
+    ),
     ParamSpec("control_rate_hz", 20.0, "raw command publish rate", min=1.0, max=200.0),
     ParamSpec(
         "scene_change_threshold",
@@ -181,7 +190,7 @@ def _core_config(values: Mapping[str, Any]) -> CoreConfig:
     )
 
 
-def _load_policy(model_dir: str, device: str, dtype: str) -> Policy:
+def _load_policy(model_dir: str, device: str, dtype: str, backend: str = "torch") -> Policy:
     """Imported here so nodes driven by an injected policy never import torch."""
     if not model_dir.strip():
         raise ParameterError("model_dir is required (a vla_ros model directory)")
@@ -190,9 +199,13 @@ def _load_policy(model_dir: str, device: str, dtype: str) -> Policy:
 
         from vla_ros.policy.model import VLAPolicy
 
-        return VLAPolicy.from_pretrained(model_dir, device=device, dtype=getattr(torch, dtype))
+        return VLAPolicy.from_pretrained(
+            model_dir, device=device, dtype=getattr(torch, dtype), backend=backend
+        )
     except (ImportError, OSError, ValueError, RuntimeError) as exc:
-        raise ParameterError(f"cannot load model_dir {model_dir!r}: {exc}") from exc
+        raise ParameterError(
+            f"cannot load model_dir {model_dir!r} with backend {backend}: {exc}"
+        ) from exc
 
 
 def _stamp_ns(header: Header) -> int:
@@ -221,9 +234,9 @@ class InferenceNode(ManagedNode):
         self._cfg = cfg = NodeParameters(self, PARAMS, _validate)
         policy = self._injected
         if policy is None:
-            policy = _load_policy(cfg["model_dir"], cfg["device"], cfg["dtype"])
+            policy = _load_policy(cfg["model_dir"], cfg["device"], cfg["dtype"], cfg["backend"])
         spec = policy.spec
-        if spec.action_space != cfg["action_space"]:
+        if spec.action_space != action_spaces.canonical(cfg["action_space"], "action_space"):
             raise ParameterError(
                 f"action_space is {cfg['action_space']!r} but the model is {spec.action_space!r}"
             )
@@ -240,9 +253,11 @@ class InferenceNode(ManagedNode):
         self._path_pub = pub(Path, "path_topic")
         self._active_pub = pub(Bool, "active_topic", LATCHED_QOS)
         self._diag_pub = pub(DiagnosticArray, "diagnostics_topic")
-        if spec.has_gripper:
-            self._arm_pub = pub(TwistStamped, "arm_cmd_topic")
+        self._space = action_spaces.get(spec.action_space)
+        if self._space.gripper:
             self._gripper_pub = pub(Float64, "gripper_topic")
+        if self._space.stamped:
+            self._arm_pub = pub(TwistStamped, "arm_cmd_topic")
         else:
             self._twist_pub = pub(Twist, "cmd_topic")
         cfg.add_listener(self._on_params)
@@ -384,14 +399,14 @@ class InferenceNode(ManagedNode):
 
     def _publish_command(self, motion: np.ndarray, gripper: float | None) -> None:
         twist = _twist(motion, self._spec.action_space)
-        if not self._spec.has_gripper:
+        if not self._space.stamped:
             self._twist_pub.publish(twist)
             return
         arm = TwistStamped(twist=twist)
         arm.header.stamp = self.get_clock().now().to_msg()
         arm.header.frame_id = self._cfg["command_frame_id"]
         self._arm_pub.publish(arm)
-        if gripper is not None:
+        if self._space.gripper and gripper is not None:
             self._gripper_pub.publish(Float64(data=gripper))
 
     def _on_diagnostics(self) -> None:
@@ -432,7 +447,7 @@ class InferenceNode(ManagedNode):
     def _path(self, chunk: ActionChunk, frame_header: Header) -> Path:
         """The chunk integrated from the robot's pose now, in `command_frame_id`."""
         period = chunk.action_period_s
-        if self._spec.has_gripper:
+        if self._space.stamped:
             fields = [motion_to_twist_fields(row, self._spec.action_space) for row in chunk.motion]
             linear, angular = zip(*fields, strict=True)
             poses = spatial_path(np.array(linear), np.array(angular), period)

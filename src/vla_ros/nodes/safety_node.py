@@ -26,6 +26,7 @@ from sensor_msgs.msg import LaserScan
 from std_msgs.msg import Bool, Float32, Float64
 from std_srvs.srv import Trigger
 
+from vla_ros import action_space as action_spaces
 from vla_ros.core.stats import LatencyStats
 from vla_ros.nodes.common import (
     COMMAND_QOS,
@@ -72,7 +73,7 @@ def parameter_specs(mode: str) -> list[ParamSpec]:
                 type_=Parameter.Type.DOUBLE_ARRAY if is_list and not default else None,
             )
         )
-    if mode == "mobile3":
+    if not action_spaces.get(mode).stamped:
         specs.append(
             ParamSpec(
                 "input_stamped",
@@ -129,7 +130,8 @@ class SafetyNode(ManagedNode):
             self,
             [ParamSpec("mode", "mobile3", PARAM_DOCS["mode"][0], choices=MODES, read_only=True)],
         )
-        self.mode: str = mode_param["mode"]
+        self.mode: str = action_spaces.canonical(mode_param["mode"])
+        space = action_spaces.get(self.mode)
         self._params = NodeParameters(self, parameter_specs(self.mode), validate=self._refusal)
         self.core = SafetyValidator(self._config(self._params.values))
         self._params.add_listener(self._on_params)
@@ -137,44 +139,43 @@ class SafetyNode(ManagedNode):
         self._tick_ms = LatencyStats()
         self._rejecting: str | None = None
 
-        if self.mode == "mobile3":
-            self._cmd_pub = self.create_publisher(Twist, "cmd_vel", COMMAND_QOS)
-            if self._params["input_stamped"]:
-                self.create_subscription(
-                    TwistStamped,
-                    "vla/cmd_raw",
-                    self._on_twist_stamped,
-                    COMMAND_QOS,
-                    callback_group=inputs,
-                )
-            else:
-                self.create_subscription(
-                    Twist, "vla/cmd_raw", self._on_twist, COMMAND_QOS, callback_group=inputs
-                )
+        self._cmd_pub = self.create_publisher(
+            TwistStamped if space.stamped else Twist, space.output_topic, COMMAND_QOS
+        )
+        if space.stamped or self._params["input_stamped"]:
+            self.create_subscription(
+                TwistStamped,
+                space.raw_topic,
+                self._on_twist_stamped,
+                COMMAND_QOS,
+                callback_group=inputs,
+            )
+        else:
+            self.create_subscription(
+                Twist, space.raw_topic, self._on_twist, COMMAND_QOS, callback_group=inputs
+            )
+        if space.platform == "base":
             self.create_subscription(
                 Odometry, "odom", self._on_odom, SENSOR_QOS, callback_group=inputs
             )
             self.create_subscription(
                 LaserScan, "scan", self._on_scan, SENSOR_QOS, callback_group=inputs
             )
-            self._gripper_pub = None
         else:
-            self._cmd_pub = self.create_publisher(
-                TwistStamped, "servo_node/delta_twist_cmds", COMMAND_QOS
-            )
-            self._gripper_pub = self.create_publisher(Float64, "gripper/command", COMMAND_QOS)
-            self.create_subscription(
-                TwistStamped,
-                "vla/arm_cmd_raw",
-                self._on_twist_stamped,
-                COMMAND_QOS,
-                callback_group=inputs,
-            )
-            self.create_subscription(
-                Float64, "vla/gripper_raw", self._on_gripper, COMMAND_QOS, callback_group=inputs
-            )
             self.create_subscription(
                 PoseStamped, "vla/ee_pose", self._on_pose, SENSOR_QOS, callback_group=inputs
+            )
+        self._gripper_pub = None
+        if space.gripper:
+            self._gripper_pub = self.create_publisher(
+                Float64, action_spaces.GRIPPER_TOPIC, COMMAND_QOS
+            )
+            self.create_subscription(
+                Float64,
+                action_spaces.GRIPPER_RAW_TOPIC,
+                self._on_gripper,
+                COMMAND_QOS,
+                callback_group=inputs,
             )
         # Latched to get the state on a late start; also volatile, because a subscription that
         # asks for transient-local never matches a plain (volatile) e-stop publisher.
@@ -360,17 +361,16 @@ class SafetyNode(ManagedNode):
 
     def _publish(self, output: Output, stamp: Any) -> None:
         """Arm outputs carry the decision time, the `t` that `check_trace` expects."""
-        m = output.motion
-        if self.mode == "mobile3":
-            msg = Twist()
-            msg.linear.x, msg.linear.y, msg.angular.z = m[0], m[1], m[2]
-            self._cmd_pub.publish(msg)
+        twist = Twist()
+        linear, angular = self.core.config.space.to_twist(output.motion)
+        twist.linear.x, twist.linear.y, twist.linear.z = linear
+        twist.angular.x, twist.angular.y, twist.angular.z = angular
+        if not self.core.config.space.stamped:
+            self._cmd_pub.publish(twist)
             return
-        stamped = TwistStamped()
+        stamped = TwistStamped(twist=twist)
         stamped.header.stamp = stamp
         stamped.header.frame_id = self.core.config.command_frame
-        stamped.twist.linear.x, stamped.twist.linear.y, stamped.twist.linear.z = m[0:3]
-        stamped.twist.angular.x, stamped.twist.angular.y, stamped.twist.angular.z = m[3:6]
         self._cmd_pub.publish(stamped)
         if output.gripper is not None and self._gripper_pub is not None:
             self._gripper_pub.publish(Float64(data=output.gripper))

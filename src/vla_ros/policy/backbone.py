@@ -83,6 +83,27 @@ class ImagePreprocessing:
             image_std=std,
         )
 
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 -> a writeable contiguous SxS uint8 frame, resized as the processor does.
+
+        Only a frame that is not already S x S is resized (PIL, the configured filter).
+        """
+        from PIL import Image
+
+        size = self.size
+        if image.shape[:2] != (size, size):
+            if not self.do_resize:
+                raise ValueError(
+                    f"image must be {size}x{size} (do_resize is off), got {image.shape[:2]}"
+                )
+            resized = Image.fromarray(np.ascontiguousarray(image)).resize(
+                (size, size), resample=self.resample
+            )
+            image = np.array(resized)
+        if not (image.flags.c_contiguous and image.flags.writeable):
+            image = np.array(image)
+        return image
+
     def affine(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel (scale, offset) so that pixel * scale + offset == the processor output."""
         rescale = self.rescale_factor if self.do_rescale else 1.0
@@ -101,6 +122,18 @@ def _triple(value: Any, path: Path, name: str) -> tuple[float, float, float]:
     if len(triple) != 3 or not all(math.isfinite(v) for v in triple):
         raise ValueError(f"{path}: {name} must be 1 or 3 finite numbers, got {value!r}")
     return triple  # type: ignore[return-value]
+
+
+def instruction_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of `<eos>` + text + `\\n` without special tokens, length-checked."""
+    ids = tokenizer(tokenizer.eos_token + text + "\n", add_special_tokens=False)["input_ids"]
+    if len(ids) > MAX_TEXT_TOKENS:
+        raise ValueError(
+            f"instruction is {len(ids)} tokens long; at most {MAX_TEXT_TOKENS} are supported"
+        )
+    if len(ids) < 3 or ids[0] != tokenizer.eos_token_id:
+        raise ValueError(f"instruction {text!r} did not tokenize to <eos> ... \\n: {ids}")
+    return list(ids)
 
 
 @contextmanager
@@ -128,7 +161,12 @@ def force_causal(language_model: nn.Module) -> None:
 
 
 class PaliGemmaBackbone(nn.Module):
-    """A `PaliGemmaForConditionalGeneration` used as a feature extractor, plus the action token."""
+    """A `PaliGemmaForConditionalGeneration` used as a feature extractor, plus the action token.
+
+    The `torch` trunk backend (`policy/trunk.py`); the ONNX graphs are exported from it.
+    """
+
+    backend = "torch"
 
     def __init__(
         self,
@@ -221,21 +259,7 @@ class PaliGemmaBackbone(nn.Module):
         Resizing (only when the frame is not already S x S) uses PIL with the configured filter,
         like the processor; the uint8 frame then goes to the device as is and becomes float once.
         """
-        from PIL import Image
-
-        image = image_rgb_uint8
-        size = self.preprocessing.size
-        if image.shape[:2] != (size, size):
-            if not self.preprocessing.do_resize:
-                raise ValueError(
-                    f"image must be {size}x{size} (do_resize is off), got {image.shape[:2]}"
-                )
-            resized = Image.fromarray(np.ascontiguousarray(image)).resize(
-                (size, size), resample=self.preprocessing.resample
-            )
-            image = np.array(resized)
-        if not (image.flags.c_contiguous and image.flags.writeable):
-            image = np.array(image)
+        image = self.preprocessing.resize(image_rgb_uint8)
         pixels = torch.from_numpy(image).to(self.device).permute(2, 0, 1).unsqueeze(0)
         pixels = pixels.to(torch.float32).mul_(self._pixel_scale).add_(self._pixel_offset)
         return pixels.to(self.dtype)
@@ -249,15 +273,7 @@ class PaliGemmaBackbone(nn.Module):
             return cached.to(self.device)
         if self.tokenizer is None:
             raise RuntimeError("this backbone has no tokenizer")
-        ids = self.tokenizer(self.tokenizer.eos_token + text + "\n", add_special_tokens=False)[
-            "input_ids"
-        ]
-        if len(ids) > MAX_TEXT_TOKENS:
-            raise ValueError(
-                f"instruction is {len(ids)} tokens long; at most {MAX_TEXT_TOKENS} are supported"
-            )
-        if len(ids) < 3 or ids[0] != self.tokenizer.eos_token_id:
-            raise ValueError(f"instruction {text!r} did not tokenize to <eos> ... \\n: {ids}")
+        ids = instruction_ids(self.tokenizer, text)
         tensor = torch.tensor(ids, dtype=torch.long, device=self.device)
         self._text_cache[text] = tensor
         if len(self._text_cache) > _TEXT_CACHE_SIZE:

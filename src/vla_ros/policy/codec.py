@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vla_ros import action_space as action_spaces
 from vla_ros.policy.config import PolicyConfig
 from vla_ros.policy.types import MOTION_DOF
 
@@ -146,17 +147,15 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
 def motion_to_twist_fields(motion: ArrayLike, action_space: str) -> tuple[Vector3, Vector3]:
     """One motion vector -> (linear xyz, angular xyz) of a Twist; unused axes are exactly 0.0.
 
-    mobile3 (vx, vy, wz) drives linear x/y and angular z; arm7 (vx, vy, vz, wx, wy, wz) fills all
-    six fields.
+    The axis layout comes from the action-space registry (mobile3: vx, vy, wz -> linear x/y and
+    angular z; arm7: all six fields).
     """
-    dof = _dof(action_space)
+    space = _space(action_space)
     values = _finite_array("motion", motion)
-    if values.shape != (dof,):
-        raise ValueError(f"{action_space} motion must have shape ({dof},), got {values.shape}")
-    m = [float(v) for v in values]
-    if action_space == "mobile3":
-        return (m[0], m[1], 0.0), (0.0, 0.0, m[2])
-    return (m[0], m[1], m[2]), (m[3], m[4], m[5])
+    if values.shape != (space.dof,):
+        raise ValueError(f"{space.name} motion must have shape ({space.dof},), got {values.shape}")
+    linear, angular = space.to_twist(values.tolist())
+    return linear, angular  # type: ignore[return-value]
 
 
 def twist_fields_to_motion(
@@ -164,25 +163,23 @@ def twist_fields_to_motion(
 ) -> np.ndarray:
     """Twist (linear xyz, angular xyz) -> motion vector; the inverse of `motion_to_twist_fields`.
 
-    For mobile3 the axes a planar base cannot execute (linear z, angular x/y) are dropped; they
-    must still be finite, since a NaN anywhere means the producer is broken.
+    Axes the action space cannot execute (for a planar base: linear z, angular x/y) are dropped;
+    they must still be finite, since a NaN anywhere means the producer is broken.
     """
-    dof = _dof(action_space)
+    space = _space(action_space)
     lin = _finite_array("linear", linear)
     ang = _finite_array("angular", angular)
     if lin.shape != (3,) or ang.shape != (3,):
         raise ValueError(
             f"linear and angular must each have 3 components, got {lin.shape} and {ang.shape}"
         )
-    if dof == 3:
-        return np.array([lin[0], lin[1], ang[2]], dtype=np.float64)
-    return np.concatenate([lin, ang])
+    return np.array(space.from_twist(np.concatenate([lin, ang])), dtype=np.float64)
 
 
-def _dof(action_space: str) -> int:
+def _space(action_space: str) -> action_spaces.ActionSpaceSpec:
     if action_space not in MOTION_DOF:
         raise ValueError(f"action_space must be one of {sorted(MOTION_DOF)}, got {action_space!r}")
-    return MOTION_DOF[action_space]
+    return action_spaces.get(action_space)
 
 
 def _vector(name: str, values: Sequence[float]) -> np.ndarray:

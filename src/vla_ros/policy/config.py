@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from vla_ros import action_space as action_spaces
 from vla_ros.files import read_mapping
 from vla_ros.policy.types import MOTION_DOF, ActionSpace, PolicySpec
 
@@ -59,7 +60,7 @@ class PolicyConfig:
 
     @property
     def has_gripper(self) -> bool:
-        return self.action_space == "arm7"
+        return action_spaces.get(self.action_space).gripper
 
     def spec(self, image_size: int, device: str = "cpu") -> PolicySpec:
         """What a node needs to know about this policy; the image size comes from the backbone."""

@@ -17,15 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from vla_ros.policy.backbone import (
-    MAX_TEXT_TOKENS,
-    PREPROCESSOR_FILE,
-    ImagePreprocessing,
-    PaliGemmaBackbone,
-)
+from vla_ros.policy.backbone import MAX_TEXT_TOKENS, PREPROCESSOR_FILE, ImagePreprocessing
+from vla_ros.policy.backends import BACKENDS
 from vla_ros.policy.codec import ActionCodec
 from vla_ros.policy.config import HEAD_FILE, POLICY_FILE, PolicyConfig
 from vla_ros.policy.head import LSTMPolicyHead, load_head_weights
+from vla_ros.policy.integrity import ModelFileError, check_model_files
+from vla_ros.policy.trunk import BackendError, Trunk, load_trunk
 from vla_ros.policy.types import ActionChunk, PolicySpec
 
 MAX_IMAGE_SIDE = 8192
@@ -123,11 +121,10 @@ class VLAPolicy:
 
     Thread-safe: `step` and `reset` may be called from different executor threads.
     The head runs in float32 whatever the backbone dtype (it is tiny next to the trunk).
+    `backbone` is any trunk backend (`policy/trunk.py`); head and codec are shared.
     """
 
-    def __init__(
-        self, backbone: PaliGemmaBackbone, head: LSTMPolicyHead, config: PolicyConfig
-    ) -> None:
+    def __init__(self, backbone: Trunk, head: LSTMPolicyHead, config: PolicyConfig) -> None:
         if backbone.hidden_size != config.hidden_size:
             raise ValueError(
                 f"{POLICY_FILE} hidden_size={config.hidden_size} but the backbone's text "
@@ -138,7 +135,9 @@ class VLAPolicy:
                 f"{POLICY_FILE} hidden_size={config.hidden_size} but the head expects "
                 f"{head.hidden_size}"
             )
-        self.backbone = backbone.eval()
+        if isinstance(backbone, torch.nn.Module):
+            backbone.eval()
+        self.backbone = backbone
         self.head = head.to(device=backbone.device, dtype=torch.float32).eval()
         self.config = config
         self.codec = ActionCodec.from_config(config)
@@ -154,9 +153,20 @@ class VLAPolicy:
         model_dir: str | Path,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        backend: str = "torch",
+        onnx_dir: str | Path | None = None,
     ) -> VLAPolicy:
-        """Load and cross-check a model directory (HF PaliGemma files + policy.yaml + head)."""
+        """Load and cross-check a model directory (HF PaliGemma files + policy.yaml + head).
+
+        A truncated or corrupt file raises `ModelFileError` (a ValueError) naming it.
+        `backend` picks the trunk: `torch` (eager transformers), `onnxruntime` or `tensorrt`
+        (the graphs `vla-ros export` wrote to `onnx_dir`, default MODEL_DIR/onnx). A backend
+        that cannot load raises BackendError (or the file error) instead of falling back.
+        """
+        if backend not in BACKENDS:
+            raise BackendError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
         path = check_model_dir(model_dir)
+        check_model_files(path)
         device = resolve_device(device)
         config = PolicyConfig.load(path)
         backbone_hidden = _text_hidden_size(path / "config.json")
@@ -173,10 +183,14 @@ class VLAPolicy:
                 "its actions are noise. Use it for bring-up tests only.",
                 path,
             )
-        backbone = PaliGemmaBackbone.from_pretrained(path, device=device, dtype=dtype)
-        with torch.no_grad():
-            backbone.action_token.copy_(action_token.to(backbone.action_token))
-        return cls(backbone, head, config)
+        try:
+            trunk = load_trunk(path, backend, device, dtype, action_token, onnx_dir=onnx_dir)
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, ModelFileError):
+                raise
+            problem = " ".join(str(exc).split())
+            raise ModelFileError(f"{path}: cannot load the PaliGemma files: {problem}") from exc
+        return cls(trunk, head, config)
 
     @property
     def features(self) -> tuple[torch.Tensor, ...]:
@@ -195,7 +209,7 @@ class VLAPolicy:
             text = validate_instruction(instruction)
         except ValueError as exc:
             return str(exc)
-        tokenizer = self.backbone.tokenizer
+        tokenizer = getattr(self.backbone, "tokenizer", None)
         if tokenizer is None:
             return None
         with self._receipt_lock:

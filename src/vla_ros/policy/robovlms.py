@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from vla_ros import action_space as action_spaces
 from vla_ros.policy.backbone import quiet_progress
 from vla_ros.policy.config import HEAD_FILE, POLICY_FILE, PolicyConfig
 from vla_ros.policy.types import MOTION_DOF
@@ -499,13 +500,17 @@ def _convert_head(
             f"{rv_config.path.name} act_head.action_dim={rv_config.action_dim} needs "
             f"{rv_config.action_dim - 1}"
         )
-    detected = {3: "mobile3", 6: "arm7"}.get(per_step)
-    if detected is None:
+    found = action_spaces.find(per_step, has_gripper) or action_spaces.find(
+        per_step, not has_gripper
+    )
+    if found is None:
+        supported = ", ".join(f"{action_spaces.get(n).dof} ({n})" for n in action_spaces.names())
         raise ValueError(
-            f"{source}: model.act_head.actions outputs {per_step} values per step; only 3 "
-            "(mobile3) and 6 (arm7) are supported"
+            f"{source}: model.act_head.actions outputs {per_step} values per step; only "
+            f"{supported} are supported"
         )
-    if detected == "arm7" and not has_gripper:
+    detected = found.name
+    if action_spaces.get(detected).gripper and not has_gripper:
         raise ValueError(f"{source}: a 6-DOF action head needs model.act_head.gripper.* (arm7)")
     if action_space is not None and action_space != detected:
         raise ValueError(
@@ -516,7 +521,7 @@ def _convert_head(
     head = {_ACTION_TOKEN: action_token}
     head.update({f"head.rnn.{k}": v for k, v in rnn.items()})
     head.update({f"head.motion.{k}": v for k, v in motion.items()})
-    if detected == "arm7":
+    if action_spaces.get(detected).gripper:
         head.update({f"head.gripper.{k}": v for k, v in gripper.items()})
     for key, value in head.items():
         if not torch.isfinite(value).all():

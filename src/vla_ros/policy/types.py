@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 
-ActionSpace = Literal["mobile3", "arm7"]
+from vla_ros import action_space as spaces
 
-MOTION_DOF: dict[str, int] = {"mobile3": 3, "arm7": 6}
-"""Continuous motion dimensions per action space (arm7 adds a binary gripper on top)."""
+ActionSpace = str
+"""A canonical action space name from `vla_ros.action_space` (mobile3, arm7, ...)."""
+
+MOTION_DOF: Mapping[str, int] = spaces.view("dof")
+"""Continuous motion dimensions per action space, live from the registry."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class PolicySpec:
 
     @property
     def has_gripper(self) -> bool:
-        return self.action_space == "arm7"
+        return spaces.get(self.action_space).gripper
 
 
 @dataclass(frozen=True)

@@ -12,18 +12,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-MODES = ("mobile3", "arm7")
+from vla_ros import action_space as action_spaces
+
+MODES = action_spaces.CHOICES
+"""Accepted mode spellings, live from `vla_ros.action_space` (aliases become canonical)."""
 GRIPPER_ON_ESTOP = ("hold", "open", "close")
 
-AXIS_NAMES: dict[str, tuple[str, ...]] = {
-    "mobile3": ("vx", "vy", "wz"),
-    "arm7": ("vx", "vy", "vz", "wx", "wy", "wz"),
-}
+AXIS_NAMES: Mapping[str, tuple[str, ...]] = action_spaces.view("axes")
 """Motion vector layout per mode; arm7 is the end-effector twist (linear then angular)."""
 
-LINEAR_AXES: dict[str, tuple[int, ...]] = {"mobile3": (0, 1), "arm7": (0, 1, 2)}
-ANGULAR_AXES: dict[str, tuple[int, ...]] = {"mobile3": (2,), "arm7": (3, 4, 5)}
-TWIST_INDEX: dict[str, tuple[int, ...]] = {"mobile3": (0, 1, 5), "arm7": (0, 1, 2, 3, 4, 5)}
+LINEAR_AXES: Mapping[str, tuple[int, ...]] = action_spaces.view("linear_axes")
+ANGULAR_AXES: Mapping[str, tuple[int, ...]] = action_spaces.view("angular_axes")
+TWIST_INDEX: Mapping[str, tuple[int, ...]] = action_spaces.view("twist_index")
 """Where each motion axis sits in a 6-vector (linear.x, .y, .z, angular.x, .y, .z)."""
 
 
@@ -116,6 +116,10 @@ class SafetyConfig:
         return AXIS_NAMES[self.mode]
 
     @property
+    def space(self) -> action_spaces.ActionSpaceSpec:
+        return action_spaces.get(self.mode)
+
+    @property
     def scan_configured(self) -> bool:
         return bool(self.stop_zone or self.slowdown_zone or self.time_to_collision_s > 0)
 
@@ -126,31 +130,14 @@ class SafetyConfig:
     @classmethod
     def for_mode(cls, mode: str, **overrides: Any) -> SafetyConfig:
         """Defaults that suit the mode (arm7: six axes, slower end-effector speeds)."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
-        base = cls()
-        if mode == "arm7":
-            base = replace(
-                base,
-                mode="arm7",
-                max_velocity=(0.25, 0.25, 0.25, 0.8, 0.8, 0.8),
-                min_velocity=(-0.25, -0.25, -0.25, -0.8, -0.8, -0.8),
-                max_linear_speed=0.25,
-                max_angular_speed=0.8,
-                max_accel=(0.5, 0.5, 0.5, 1.6, 1.6, 1.6),
-                max_decel=(1.0, 1.0, 1.0, 3.2, 3.2, 3.2),
-                deadband=(0.0,) * 6,
-                command_frame="base_link",
-            )
+        space = action_spaces.get(mode)
+        base = replace(cls(), mode=space.name, **space.safety_defaults())
         return replace(base, **overrides)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> SafetyConfig:
         """Build from a flat ROS parameter mapping; unknown names (use_sim_time...) are ignored."""
-        mode = params.get("mode", "mobile3")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
-        defaults = cls.for_mode(mode)
+        defaults = cls.for_mode(params.get("mode", "mobile3"))
         values: dict[str, Any] = {}
         for spec in fields(cls):
             if spec.name not in params or spec.name == "mode":
@@ -160,8 +147,8 @@ class SafetyConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first parameter that is unsafe or inconsistent."""
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
+        if self.mode not in AXIS_NAMES:
+            raise ValueError(f"mode must be one of {list(AXIS_NAMES)}, got {self.mode!r}")
         for spec in fields(self):
             value = getattr(self, spec.name)
             numbers = value if isinstance(value, tuple) else (value,)
@@ -238,8 +225,8 @@ class SafetyConfig:
                 f"gripper_on_estop must be one of {list(GRIPPER_ON_ESTOP)}, "
                 f"got {self.gripper_on_estop!r}"
             )
-        if self.mode == "arm7" and not self.command_frame:
-            raise ValueError("command_frame must name the twist frame in mode arm7, got ''")
+        if self.space.stamped and not self.command_frame:
+            raise ValueError(f"command_frame must name the twist frame in mode {self.mode}, got ''")
         if len(self.scan_pose) != 3:
             raise ValueError(f"scan_pose must be [x, y, yaw], got {len(self.scan_pose)} values")
         for name in ("stop_zone", "slowdown_zone", "footprint", "geofence"):
@@ -273,7 +260,7 @@ class SafetyConfig:
 
     def _validate_mode_scope(self) -> None:
         """A zone configured for the other kind of robot is a wrong file, not something to skip."""
-        if self.mode == "arm7":
+        if self.space.platform == "arm":
             unused = [n for n in ("stop_zone", "slowdown_zone", "geofence") if getattr(self, n)]
             if self.time_to_collision_s > 0:
                 unused.append("time_to_collision_s")
@@ -356,7 +343,7 @@ PARAM_DOCS: dict[str, tuple[str, float | None, float | None]] = {
 
 def param_names(mode: str) -> tuple[str, ...]:
     """Parameters that make sense in `mode` (the node declares only these)."""
-    skip = ARM_ONLY if mode == "mobile3" else MOBILE_ONLY
+    skip = ARM_ONLY if action_spaces.get(mode).platform == "base" else MOBILE_ONLY
     return tuple(f.name for f in fields(SafetyConfig) if f.name not in skip)
 
 

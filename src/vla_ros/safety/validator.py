@@ -160,12 +160,12 @@ class SafetyValidator:
                 cfg.time_to_collision_s,
                 cfg.lookahead_s,
             )
-            if cfg.mode == "mobile3" and cfg.scan_configured
+            if cfg.space.platform == "base" and cfg.scan_configured
             else None
         )
         self._geofence = (
             Geofence(cfg.geofence, cfg.geofence_margin, cfg.lookahead_s)
-            if cfg.mode == "mobile3" and cfg.geofence
+            if cfg.space.platform == "base" and cfg.geofence
             else None
         )
         self._scan_points = None
@@ -205,7 +205,7 @@ class SafetyValidator:
         if frame_id is not None and frame_id != cfg.command_frame:
             code = "empty_frame" if not frame_id else "wrong_frame"
             return self._reject(code, f"frame_id {frame_id!r}, expected {cfg.command_frame!r}")
-        if frame_id is None and cfg.mode == "arm7":
+        if frame_id is None and cfg.space.stamped:
             return self._reject(
                 "empty_frame", f"unstamped arm command, expected {cfg.command_frame!r}"
             )
@@ -232,7 +232,7 @@ class SafetyValidator:
     def submit_gripper(self, value: float, now_s: float) -> Verdict:
         """Gripper target (1 open, 0 closed), clamped to [0, 1]; passed while motion is allowed."""
         self._check_clock(now_s)
-        if self._config.mode != "arm7":
+        if not self._config.space.gripper:
             return self._reject("no_gripper", f"mode {self._config.mode} has no gripper")
         if not isinstance(value, numbers.Real) or not math.isfinite(value):
             return self._reject("non_finite", f"gripper = {value}")
@@ -394,7 +394,7 @@ class SafetyValidator:
             self._velocity = zero
             self._zero_since = None
             gripper = {"open": 1.0, "close": 0.0}.get(cfg.gripper_on_estop, self._gripper_out)
-            if cfg.mode == "arm7" and gripper is not None:
+            if cfg.space.gripper and gripper is not None:
                 self._gripper_out = gripper
             return self._finish(
                 Output(zero, self._gripper_out, SafetyState.ESTOP, ("estop",), (), True)
@@ -480,7 +480,7 @@ class SafetyValidator:
         target, angular = clamp_norm(target, ANGULAR_AXES[cfg.mode], cfg.max_angular_speed)
         if linear or angular:
             limits.append("speed_norm")
-        if cfg.mode == "mobile3":
+        if cfg.space.platform == "base":
             return self._shape_mobile(target, now_s, limits)
         return self._shape_arm(target, now_s, limits)
 

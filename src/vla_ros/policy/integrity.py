@@ -1,0 +1,176 @@
+"""Cheap structural checks of a model directory's files before anything heavy reads them.
+
+A truncated download or a corrupt copy otherwise surfaces as a traceback from deep inside
+safetensors, tokenizers or transformers. These checks read only headers and small JSON files and
+raise `ModelFileError` with one line that names the file and what is wrong. They cannot see a
+flipped bit inside tensor data (safetensors has no checksum); the loaders' own checks still apply.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+from vla_ros.policy.config import HEAD_FILE, PolicyConfig
+
+JSON_FILES = (
+    "config.json",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "model.safetensors.index.json",
+)
+"""JSON files a PaliGemma directory may hold; each present one must parse to an object."""
+DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
+MAX_HEADER_BYTES = 100_000_000
+"""safetensors refuses larger headers too."""
+
+
+class ModelFileError(ValueError):
+    """A model directory file that is truncated, corrupt or inconsistent; one-line message."""
+
+
+def _fail(path: Path, problem: str) -> ModelFileError:
+    return ModelFileError(f"{path}: {' '.join(problem.split())}")
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object; ModelFileError naming the file otherwise."""
+    try:
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise _fail(path, f"not UTF-8 text (corrupt?): byte {exc.start}") from exc
+    except json.JSONDecodeError as exc:
+        raise _fail(path, f"not valid JSON (truncated or corrupt?): {exc}") from exc
+    if not isinstance(raw, dict):
+        raise _fail(path, f"expected a JSON object at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def check_safetensors(path: Path) -> dict[str, Any]:
+    """Validate a safetensors header against the file size; returns the tensor table."""
+    size = path.stat().st_size
+    with path.open("rb") as stream:
+        prefix = stream.read(8)
+        if len(prefix) < 8:
+            raise _fail(path, f"truncated: {size} bytes, too short for a safetensors header")
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > min(MAX_HEADER_BYTES, size - 8):
+            raise _fail(
+                path,
+                f"truncated or not safetensors: header of {header_len} bytes declared, "
+                f"file has {size} bytes",
+            )
+        header_bytes = stream.read(header_len)
+    try:
+        header = json.loads(header_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _fail(path, f"corrupt safetensors header: {exc}") from exc
+    if not isinstance(header, dict):
+        raise _fail(path, "corrupt safetensors header: not a JSON object")
+    data_bytes = size - 8 - header_len
+    end_max = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+            expected = math.prod(shape) * DTYPE_BYTES[dtype]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _fail(path, f"corrupt safetensors entry for tensor {name!r}: {exc!r}") from exc
+        if not 0 <= begin <= end or end - begin != expected:
+            raise _fail(path, f"tensor {name!r}: offsets {begin}..{end} do not fit {dtype} {shape}")
+        end_max = max(end_max, end)
+    if end_max > data_bytes:
+        raise _fail(
+            path,
+            f"truncated: tensors need {end_max} bytes of data, the file holds {data_bytes} "
+            f"({size} bytes in all)",
+        )
+    if end_max < data_bytes:
+        raise _fail(path, f"{data_bytes - end_max} trailing bytes after the last tensor")
+    return header
+
+
+def _check_config(path: Path) -> None:
+    """The fields the loader and the FLOP count read; a default would silently stand in."""
+    if not path.is_file():
+        return
+    config = read_json_object(path)
+    for section in ("text_config", "vision_config"):
+        if not isinstance(config.get(section), dict):
+            raise _fail(path, f"{section} is missing or not an object (not a PaliGemma config)")
+    hidden = config["text_config"].get("hidden_size")
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise _fail(path, f"text_config.hidden_size must be a positive integer, got {hidden!r}")
+
+
+def _check_tokenizer(path: Path) -> None:
+    """Parse it the way transformers will (the Rust tokenizers library), errors on one line."""
+    from tokenizers import Tokenizer
+
+    try:
+        Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception for every parse error
+        raise _fail(path, f"not a valid tokenizers file: {exc}") from exc
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    """The backbone's safetensors files (single or sharded) plus the policy head file."""
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = read_json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise _fail(index, "weight_map must be a non-empty object of tensor -> shard file")
+        names = sorted(set(map(str, weight_map.values())))
+        files = [model_dir / name for name in names]
+        missing = [f for f in files if not f.is_file()]
+        if missing:
+            raise _fail(index, f"names shard {missing[0].name}, which is missing")
+    else:
+        files = [model_dir / "model.safetensors"]
+    return [*files, model_dir / HEAD_FILE]
+
+
+def check_model_files(model_dir: str | Path) -> None:
+    """Raise ModelFileError naming the first truncated, corrupt or unreadable model file."""
+    path = Path(model_dir)
+    try:
+        PolicyConfig.load(path)
+    except ModelFileError:
+        raise
+    except ValueError as exc:
+        raise ModelFileError(" ".join(str(exc).split())) from exc
+    for name in JSON_FILES:
+        if (path / name).is_file():
+            read_json_object(path / name)
+    _check_config(path / "config.json")
+    if (path / "tokenizer.json").is_file():
+        _check_tokenizer(path / "tokenizer.json")
+    tokenizer_model = path / "tokenizer.model"
+    if tokenizer_model.is_file() and tokenizer_model.stat().st_size == 0:
+        raise _fail(tokenizer_model, "empty file (truncated?)")
+    for weights in weight_files(path):
+        if weights.is_file():
+            check_safetensors(weights)
