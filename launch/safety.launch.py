@@ -97,11 +97,16 @@ def _share_dir() -> str | None:
 
 
 def _setup(context: Any) -> list[Any]:
+    """A lifecycle node that this launch configures and activates (vla_ros.nodes.lifecycle)."""
     from launch.substitutions import LaunchConfiguration
-    from launch_ros.actions import Node
+    from launch_ros.actions import LifecycleNode
+
+    from vla_ros.nodes.lifecycle import launch_actions
 
     values = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    return [Node(**plan(share_dir=_share_dir(), **values))]
+    kwargs = plan(share_dir=_share_dir(), **values)
+    kwargs["parameters"] = [*kwargs["parameters"], {"autostart": False}]
+    return launch_actions(LifecycleNode(**kwargs))
 
 
 def generate_launch_description() -> Any:

@@ -5,6 +5,8 @@
 `mode` is an action space of `vla_ros.action_space` (mobile3 or arm7; mobile and arm are aliases).
 The parameter file defaults to the mode's share/vla_ros/config/mobile.yaml or arm.yaml; every node
 reads its own section.
+The three nodes are lifecycle nodes started with `autostart: false`; this file configures each and
+activates it once it is inactive (a failed configure leaves that node unconfigured, never running).
 `vla-ros bringup` starts the same three nodes from the same files where ROS launch is absent.
 """
 
@@ -13,10 +15,11 @@ import os
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode
 from launch_ros.substitutions import FindPackageShare
 
 from vla_ros import action_space as action_spaces
+from vla_ros.nodes.lifecycle import launch_actions
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -35,7 +38,7 @@ def _nodes(context, *args, **kwargs):  # noqa: ANN001
     compressed = LaunchConfiguration("compressed").perform(context).lower() == "true"
     camera_topic = LaunchConfiguration("camera_topic").perform(context)
     model_dir = LaunchConfiguration("model_dir").perform(context)
-    common = {"use_sim_time": use_sim_time}
+    common = {"use_sim_time": use_sim_time, "autostart": False}
     model = {"action_space": space.name, "model_dir": model_dir}
     for name in ("device", "dtype", "backend"):
         value = LaunchConfiguration(name).perform(context)
@@ -43,8 +46,8 @@ def _nodes(context, *args, **kwargs):  # noqa: ANN001
             raise RuntimeError(f"dtype must be one of {list(DTYPES)}, got {value!r}")
         if value:
             model[name] = value
-    return [
-        Node(
+    nodes = [
+        LifecycleNode(
             package="vla_ros",
             executable="camera_node",
             name="vla_camera",
@@ -60,7 +63,7 @@ def _nodes(context, *args, **kwargs):  # noqa: ANN001
             ],
             output="screen",
         ),
-        Node(
+        LifecycleNode(
             package="vla_ros",
             executable="inference_node",
             name="vla_inference",
@@ -68,7 +71,7 @@ def _nodes(context, *args, **kwargs):  # noqa: ANN001
             parameters=[params_file, {**common, **model}],
             output="screen",
         ),
-        Node(
+        LifecycleNode(
             package="vla_ros",
             executable="safety_node",
             name="vla_safety",
@@ -79,6 +82,7 @@ def _nodes(context, *args, **kwargs):  # noqa: ANN001
             respawn_delay=1.0,
         ),
     ]
+    return [action for node in nodes for action in launch_actions(node)]
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped, Vector3Stamped
+from nav_msgs.msg import Path
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -75,6 +77,7 @@ class Probe:
         self.keyframes: list[Header] = []
         self.chunks: list[Float32MultiArray] = []
         self.confidences: list[float] = []
+        self.paths: list[Path] = []
         self.diagnostics: list[dict[str, str]] = []
         node = self.node
         self._frame_pub = node.create_publisher(Image, "vla/frame", LATEST_ONLY_QOS)
@@ -101,6 +104,7 @@ class Probe:
             Float32, "vla/confidence", lambda m: self.confidences.append(m.data), COMMAND_QOS
         )
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        node.create_subscription(Path, "vla/predicted_path", self.paths.append, COMMAND_QOS)
         self.trigger = node.create_client(Trigger, "vla/trigger")
         self.reset = node.create_client(Trigger, "vla/reset")
         node.create_timer(0.05, self._send_frame)
@@ -245,6 +249,14 @@ def test_mobile3_frames_and_instruction_become_raw_twists(make_rig):
     ]
     np.testing.assert_allclose(np.array(chunk.data).reshape(10, 3)[0], expected, atol=1e-6)
     assert probe.confidences[0] == pytest.approx(0.9)
+    rig.wait(lambda: bool(probe.paths))
+    path = probe.paths[0]
+    assert path.header.frame_id == "base_link"
+    assert stamp_s(path.header) == pytest.approx(event["frame_stamp"], abs=1e-9)
+    assert len(path.poses) == 11
+    # The stub drives straight on with a constant turn: the path ends ahead of the robot.
+    assert path.poses[0].pose.position.x == 0.0
+    assert path.poses[-1].pose.position.x != 0.0
 
     call = rig.policy.log[0]
     assert call.instruction == "go to the kitchen"
@@ -445,13 +457,19 @@ def test_policy_failure_means_zero_command_and_a_live_node(make_rig, failure):
     probe.instruct("go")
     diag = rig.diagnostic(lambda d: int(d["policy_errors"]) >= 1)
     assert diag["_message"].startswith("policy error")
-    assert probe.events == []
+    rig.wait_events(1)
+    assert {event["status"] for event in probe.events} == {"error"}
+    expected = "CUDA out of memory" if failure == "raises" else "NaN"
+    assert all(expected in event["error"] for event in probe.events)
+    assert probe.keyframes == []
+    assert probe.chunks == []
+    assert probe.confidences == []
     assert all(is_zero(c) for c in rig.wait_commands(5))
 
     if failure == "raises":
         policy.error = None
         assert rig.call(probe.trigger).success
-        rig.wait_events(1)
+        rig.wait(lambda: probe.events[-1]["status"] == "ok")
         rig.wait(lambda: not is_zero(probe.commands[-1]))
 
 
@@ -514,3 +532,50 @@ def test_model_dir_loads_the_real_policy_and_checks_its_action_space(ros_context
             context=ros_context,
             parameter_overrides=[*overrides, Parameter("action_space", value="arm7")],
         )
+
+
+class GatedPolicy(StubPolicy):
+    """Each `step` waits until the test releases it, so events can land mid-inference."""
+
+    def __init__(self, policy_spec: PolicySpec) -> None:
+        super().__init__(policy_spec)
+        self.entered = 0
+        self.release = threading.Semaphore(0)
+
+    def step(self, image_rgb_uint8: np.ndarray, instruction: str) -> ActionChunk:
+        self.entered += 1
+        assert self.release.acquire(timeout=20.0), "test never released the policy"
+        return super().step(image_rgb_uint8, instruction)
+
+
+def test_a_chunk_for_a_superseded_instruction_is_never_played(make_rig):
+    policy = GatedPolicy(spec())
+    rig = make_rig(policy=policy)
+    probe = rig.probe
+    old_axis = instruction_axis("go forward", 1)
+    probe.instruct("go forward")
+    rig.wait(lambda: policy.entered == 1)
+    probe.instruct("stop")
+    rig.wait_commands(3)
+    policy.release.release()  # the "go forward" chunk is ready, but "stop" already arrived
+    rig.wait(lambda: policy.entered == 2)
+    seen = rig.wait_commands(10)
+    policy.release.release()
+    rig.wait(lambda: any(not is_zero(c) for c in probe.commands))
+    assert all(c.linear.y != pytest.approx(old_axis) for c in probe.commands)
+    assert all(is_zero(c) for c in seen)
+    assert [call.instruction for call in policy.log] == ["go forward", "stop"]
+
+
+def test_refused_instructions_are_counted_and_never_reach_the_policy(make_rig):
+    """Control characters over DDS. (A NUL never leaves an rclpy publisher: it truncates the
+    string there, so `vla-ros instruct` refuses it before publishing; the core test covers the
+    node's refusal of one that other client libraries can send.)"""
+    rig = make_rig()
+    probe = rig.probe
+    probe.instruct("go\x1b[2J left")
+    diag = rig.diagnostic(lambda d: d["instructions_refused"] == "1")
+    assert diag["instruction"] == ""
+    probe.instruct("go left")
+    rig.wait_events(1)
+    assert [call.instruction for call in rig.policy.log] == ["go left"]

@@ -99,3 +99,38 @@ def test_every_yaml_parameter_is_declared_with_a_valid_value(mode: str):
         for node in nodes:
             node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+@pytest.mark.parametrize("launch_file", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launched_nodes_are_lifecycle_nodes_that_the_launch_file_starts(launch_file: Path):
+    """Each node is a launch_ros LifecycleNode with autostart off, handed to `launch_actions`
+    (configure, then activate once inactive); a plain Node would skip the transitions."""
+    tree = ast.parse(launch_file.read_text(encoding="utf-8"))
+    called = {
+        getattr(node.func, "id", getattr(node.func, "attr", None))
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+    }
+    assert "LifecycleNode" in called
+    assert "Node" not in called
+    assert "launch_actions" in called
+    autostart = [
+        value.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Dict)
+        for key, value in zip(node.keys, node.values, strict=True)
+        if isinstance(key, ast.Constant) and key.value == "autostart"
+    ]
+    assert autostart == [False]
+
+
+def test_launch_actions_configure_then_activate():
+    """The helper's transitions, read from its source (launch_ros is not installable here)."""
+    import inspect
+
+    from vla_ros.nodes import lifecycle
+
+    source = inspect.getsource(lifecycle.launch_actions)
+    assert "TRANSITION_CONFIGURE" in source
+    assert 'goal_state="inactive"' in source
+    assert "TRANSITION_ACTIVATE" in source

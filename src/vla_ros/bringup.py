@@ -80,7 +80,10 @@ def build_stack(
     inference: bool = True,
     inference_params: Sequence[Parameter] = (),
 ) -> list[Node]:
-    """Create camera, inference and safety nodes in `context` (initialised with `ros_args_for`).
+    """Create camera, inference and safety nodes in `context` (initialised with `ros_args_for`)
+    and drive each through configure and activate, safety first so zero goes out before
+    anything can move; a node whose configure fails stops the bring-up (ParameterError naming
+    it) and the nodes already up are taken down again.
 
     `inference=False` leaves the inference node out (a scripted driver stands in for it);
     `inference_params` are extra overrides for it (the sim evaluation's trigger mode).
@@ -88,7 +91,9 @@ def build_stack(
     from rclpy.parameter import Parameter
 
     from vla_ros.nodes.camera_node import CameraNode
+    from vla_ros.nodes.common import ParameterError
     from vla_ros.nodes.inference_node import InferenceNode
+    from vla_ros.nodes.lifecycle import start, stop
     from vla_ros.nodes.safety_node import SafetyNode
 
     action_space = action_spaces.canonical(options.mode)
@@ -101,6 +106,7 @@ def build_stack(
             Parameter("image_topic", value=options.camera_topic),
             Parameter("compressed_topic", value=f"{options.camera_topic}/compressed"),
         ],
+        autostart=False,
         **common,
     )
     model = [
@@ -124,12 +130,29 @@ def build_stack(
                     *model,
                     *inference_params,
                 ],
+                autostart=False,
                 **common,
             )
         )
     nodes.append(
-        SafetyNode(parameter_overrides=[sim_time, Parameter("mode", value=action_space)], **common)
+        SafetyNode(
+            parameter_overrides=[sim_time, Parameter("mode", value=action_space)],
+            autostart=False,
+            **common,
+        )
     )
+    started: list[Node] = []
+    for node in reversed(nodes):
+        try:
+            start(node)
+        except ParameterError as exc:
+            name = node.get_name()
+            for up in started:
+                stop(up)
+            for each in nodes:
+                each.destroy_node()
+            raise ParameterError(f"{name}: {exc}") from exc
+        started.insert(0, node)
     return nodes
 
 

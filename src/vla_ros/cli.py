@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "vla_ros.bringup",
     "vla_ros.demo",
     "vla_ros.sim.cli",
+    "vla_ros.commands",
 )
 
 

@@ -127,6 +127,15 @@ class ChunkExecutor:
         newest = self._chunks[-1]
         return max(0, newest.length - newest.index_at(now_s, self.action_period_s))
 
+    def upcoming(self, now_s: float) -> np.ndarray | None:
+        """Motion rows of the newest chunk from the current slot on; None when nothing is left."""
+        self._advance(now_s)
+        if not self._chunks:
+            return None
+        newest = self._chunks[-1]
+        index = newest.index_at(now_s, self.action_period_s)
+        return newest.motion[index:].copy() if index < newest.length else None
+
     def command_at(self, now_s: float) -> tuple[np.ndarray, float | None] | None:
         """The command for `now_s`: (motion, gripper or None), or None when nothing is left."""
         self._advance(now_s)

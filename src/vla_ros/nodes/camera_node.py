@@ -16,7 +16,6 @@ from typing import Any, Generic, TypeVar
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Vector3Stamped
-from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -33,12 +32,12 @@ from vla_ros.nodes.common import (
     LATEST_ONLY_QOS,
     SENSOR_QOS,
     NodeParameters,
-    ParameterError,
     ParamSpec,
     diagnostic_array,
     run_node,
     topic_name_problem,
 )
+from vla_ros.nodes.lifecycle import ManagedNode
 
 NODE_NAME = "vla_camera"
 
@@ -122,55 +121,79 @@ def _stamp_ns(header: Header) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
-class CameraNode(Node):
-    """Wiring only: parameters, subscriptions, the worker thread and diagnostics."""
+class CameraNode(ManagedNode):
+    """Wiring only: parameters, subscriptions, the worker thread and diagnostics.
 
-    def __init__(self, **kwargs: Any) -> None:
+    Lifecycle: configure validates parameters and creates the publishers, activate subscribes
+    and starts the worker, deactivate stops both (frames stop; the inference node then holds
+    zero because it has no fresh frame).
+    """
+
+    def __init__(self, autostart: bool | None = None, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self._mailbox: LatestSlot[Image | CompressedImage] = LatestSlot()
         self._worker: threading.Thread | None = None
-        try:
-            self._params = NodeParameters(self, PARAMETERS, validate=_validate)
-        except ParameterError:
-            self.destroy_node()
-            raise
+        self._io: list[Any] = []
+        self._lock = threading.Lock()
+        self.finish_init(autostart)
+
+    def configure_node(self) -> None:
+        self._params = NodeParameters(self, PARAMETERS, validate=_validate)
         self._params.add_listener(self._on_parameters)
         self._size: int = self._params["image_size"]
         self._detector = SceneChangeDetector(self._params["scene_thumbnail_size"])
         self._bridge = default_bridge()
-        self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._malformed: Counter[str] = Counter()
         self._last_error = ""
         self._reported = (0, 0)
         self._convert_ms = LatencyStats(window=300)
-
-        self._frame_pub = self.create_publisher(Image, "vla/frame", LATEST_ONLY_QOS)
-        self._scene_pub = self.create_publisher(Vector3Stamped, "vla/scene_change", LATEST_ONLY_QOS)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
+        self._frame_pub = self.own(self.create_publisher(Image, "vla/frame", LATEST_ONLY_QOS))
+        self._scene_pub = self.own(
+            self.create_publisher(Vector3Stamped, "vla/scene_change", LATEST_ONLY_QOS)
+        )
+        self._diag_pub = self.own(
+            self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
+        )
         if self._params["compressed"]:
-            topic, msg_type = self._params["compressed_topic"], CompressedImage
+            self._input_topic, self._msg_type = self._params["compressed_topic"], CompressedImage
         else:
-            topic, msg_type = self._params["image_topic"], Image
-        self._input_topic = topic
-        self.create_subscription(msg_type, topic, self._on_image, SENSOR_QOS)
-        self.create_subscription(Header, "vla/keyframe", self._on_keyframe, COMMAND_QOS)
+            self._input_topic, self._msg_type = self._params["image_topic"], Image
+
+    def start_output(self) -> None:
+        self._mailbox = LatestSlot()
         self._diag_period_s: float = self._params["diagnostics_period_s"]
         self._diag_timer = self.create_timer(self._diag_period_s, self._publish_diagnostics)
-
+        self._io = [
+            self.own(entity)
+            for entity in (
+                self.create_subscription(
+                    self._msg_type, self._input_topic, self._on_image, SENSOR_QOS
+                ),
+                self.create_subscription(Header, "vla/keyframe", self._on_keyframe, COMMAND_QOS),
+                self._diag_timer,
+            )
+        ]
         self._worker = threading.Thread(target=self._work, name="vla_camera_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"{topic} ({msg_type.__name__}) -> vla/frame {self._size}x{self._size} rgb8"
-            f"{' via cv_bridge' if self._bridge is not None else ''}"
+            f"{self._input_topic} ({self._msg_type.__name__}) -> vla/frame "
+            f"{self._size}x{self._size} rgb8{' via cv_bridge' if self._bridge is not None else ''}"
         )
 
-    def destroy_node(self) -> None:
+    def stop_output(self) -> None:
         """Stop the worker before the publishers it uses are destroyed."""
+        self.release_entities(self._io)
+        self._io = []
         self._mailbox.close()
         if self._worker is not None:
             self._worker.join(timeout=5.0)
-        super().destroy_node()
+            self._worker = None
+
+    def release_node(self) -> None:
+        self.release_entities()
+        if hasattr(self, "_params"):
+            self._params.close()
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
         replaced = self._mailbox.put(msg)
@@ -185,10 +208,14 @@ class CameraNode(Node):
     def _on_parameters(self, values: Mapping[str, Any]) -> None:
         if values["scene_thumbnail_size"] != self._detector.thumbnail_size:
             self._detector = SceneChangeDetector(values["scene_thumbnail_size"])
-        if values["diagnostics_period_s"] != self._diag_period_s:
+        if self._io and values["diagnostics_period_s"] != self._diag_period_s:
             self._diag_period_s = values["diagnostics_period_s"]
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = self.create_timer(self._diag_period_s, self._publish_diagnostics)
+            self.release_entities([self._diag_timer])
+            self._io.remove(self._diag_timer)
+            self._diag_timer = self.own(
+                self.create_timer(self._diag_period_s, self._publish_diagnostics)
+            )
+            self._io.append(self._diag_timer)
 
     def _work(self) -> None:
         while (msg := self._mailbox.take()) is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import signal
 import sys
@@ -128,6 +129,9 @@ class NodeParameters:
         self._listeners: list[Callable[[Mapping[str, Any]], None]] = []
         values: dict[str, Any] = {}
         for spec in specs:
+            if node.has_parameter(spec.name):  # a lifecycle node configured a second time
+                values[spec.name] = _plain(node.get_parameter(spec.name).value)
+                continue
             try:
                 declared = node.declare_parameter(
                     spec.name,
@@ -144,7 +148,12 @@ class NodeParameters:
         reason = self._refusal(values)
         if reason is not None:
             raise ParameterError(reason)
+        self._node = node
         node.add_on_set_parameters_callback(self._on_set)
+
+    def close(self) -> None:
+        """Stop validating run-time changes (lifecycle cleanup); the declarations stay."""
+        self._node.remove_on_set_parameters_callback(self._on_set)
 
     def add_listener(self, listener: Callable[[Mapping[str, Any]], None]) -> None:
         """Called with the full value set after each accepted change."""
@@ -279,9 +288,17 @@ def init_without_signal_handlers(args: Sequence[str] | None, context: Context | 
 
 
 def stop_nodes(nodes: Sequence[Node], context: Context | None = None) -> None:
-    """Zero every output first (nodes with `stop_output`), then destroy nodes and context."""
+    """Zero every output first (lifecycle deactivate + shutdown for managed nodes, else
+    `stop_output`), then destroy nodes and context."""
+    from vla_ros.nodes.lifecycle import ManagedNode
+    from vla_ros.nodes.lifecycle import stop as stop_managed
+
     for node in nodes:
-        stop = getattr(node, "stop_output", None)
+        stop = (
+            functools.partial(stop_managed, node)
+            if isinstance(node, ManagedNode)
+            else getattr(node, "stop_output", None)
+        )
         if stop is not None:
             try:
                 stop()

@@ -1,37 +1,33 @@
-"""`vla_inference`: runs the VLA policy on events and streams its action chunks as raw commands.
+"""`vla_inference`: wiring of `InferenceCore` (vla_ros.core.inference) to ROS topics.
 
-Threads: the executor only stores inputs and publishes; the policy runs in one worker thread that
-wakes on every input or control tick, asks `EventTrigger` whether an inference is due and, if so,
-steps the policy on the newest fresh frame (a one-slot mailbox: a newer frame replaces an unused
-one). A control timer publishes the `ChunkExecutor` command at `control_rate_hz`, zero when there
-is no instruction or nothing left to execute, so the safety node never sees silence. The arm7
-gripper holds its last commanded value (never a made-up open/close) and is silent until a chunk
-has commanded it.
+The core makes every decision (when to run, on which frame, whether a chunk may play, what to do
+on failure); this node only converts messages, owns the worker thread that runs the policy and
+publishes what the core returns. Lifecycle: configure loads the model and validates parameters,
+activate subscribes and starts the control timer and worker, deactivate stops them after one
+zero command.
 
-After each inference: /vla/keyframe (header of the frame used), /vla/action_chunk, /vla/confidence
-and /vla/inference_event, whose `latency_ms` is trigger-to-publish time (worker wake-up, model,
-chunk scheduling, publishing) and `model_ms` the `Policy.step` part; `frame_stamp` is in seconds.
-A reset or a cleared instruction discards the result of an inference still running, and a new
-instruction clears the policy's history (a new task) before the next step; the old chunk keeps
-playing until the new one arrives. A policy exception, or a chunk that `chunk_problem` refuses
-(wrong axes, NaN/Inf, a gripper or confidence outside [0, 1]), clears the chunk (zero command), is
-counted and logged, and the trigger retries on the next event.
+Outputs: the raw command at `control_rate_hz` (zero without an instruction or chunk, so the
+safety node never sees silence; the arm7 gripper holds its last commanded value and is silent
+until a chunk commanded it); after each inference /vla/inference_event (JSON: cause, causes,
+status ok|error|superseded, error, frame_stamp in s, frame_id, latency_ms trigger-to-publish,
+model_ms, count, confidence) and, on success, /vla/keyframe, /vla/action_chunk, /vla/confidence
+(published before the chunk's first command) and /vla/predicted_path; /vla/active (latched).
+Instructions arrive over a transient-local and a volatile subscription (de-duplicated), so both
+kinds of publisher connect; NULs, control characters and over-long text are refused.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-import time
-from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from geometry_msgs.msg import Twist, TwistStamped, Vector3Stamped
-from rclpy.node import Node
+from geometry_msgs.msg import PoseStamped, Twist, TwistStamped, Vector3Stamped
+from nav_msgs.msg import Path
+from rclpy.qos import DurabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import (
     Bool,
@@ -45,10 +41,11 @@ from std_msgs.msg import (
 from std_srvs.srv import Trigger
 
 from vla_ros import action_space as action_spaces
-from vla_ros.core.chunk_executor import ChunkExecutor
 from vla_ros.core.image import ImageFormatError, image_msg_to_rgb
-from vla_ros.core.stats import LatencyStats
-from vla_ros.core.trigger import Cause, EventTrigger, Firing, TriggerConfig
+from vla_ros.core.inference import CoreConfig, InferenceCore, Outcome
+from vla_ros.core.instruction import ReceiptDeduper
+from vla_ros.core.path import planar_path, spatial_path
+from vla_ros.core.trigger import TriggerConfig
 from vla_ros.nodes.common import (
     COMMAND_QOS,
     LATCHED_QOS,
@@ -60,16 +57,15 @@ from vla_ros.nodes.common import (
     run_node,
     topic_name_problem,
 )
+from vla_ros.nodes.lifecycle import ManagedNode
 from vla_ros.policy.backends import BACKENDS
 from vla_ros.policy.codec import motion_to_twist_fields
-from vla_ros.policy.types import ActionChunk, Policy, chunk_problem
+from vla_ros.policy.types import ActionChunk, Policy
 
 NODE_NAME = "vla_inference"
 ACTION_SPACES = action_spaces.CHOICES
 DTYPES = ("float32", "float16", "bfloat16")
 TRIGGER_MODES = ("event", "every_frame")
-SCORE_MEMORY = 16
-"""Scene-change scores waiting for their frame (matched by header stamp)."""
 
 TOPIC_PARAMS: tuple[tuple[str, str, str], ...] = (
     ("frame_topic", "vla/frame", "preprocessed rgb8 frames from the camera node"),
@@ -79,7 +75,9 @@ TOPIC_PARAMS: tuple[tuple[str, str, str], ...] = (
     ("cmd_topic", "vla/cmd_raw", "mobile3 raw Twist to the safety node"),
     ("arm_cmd_topic", "vla/arm_cmd_raw", "arm7 raw TwistStamped to the safety node"),
     ("gripper_topic", "vla/gripper_raw", "arm7 raw gripper command (1 open, 0 closed)"),
-    ("confidence_topic", "vla/confidence", "confidence of the last chunk"),
+    ("confidence_topic", "vla/confidence", "self-agreement x gripper margin of the last chunk"),
+    ("active_topic", "vla/active", "std_msgs/Bool (latched): an instruction is active"),
+    ("path_topic", "vla/predicted_path", "nav_msgs/Path of the last chunk, for RViz/Foxglove"),
     ("action_chunk_topic", "vla/action_chunk", "full predicted chunk, for logging"),
     ("event_topic", "vla/inference_event", "one JSON line per inference, for logging"),
     ("trigger_service", "vla/trigger", "std_srvs/Trigger: run an inference now"),
@@ -167,7 +165,7 @@ PARAMS: tuple[ParamSpec, ...] = (
 
 def _validate(values: Mapping[str, Any]) -> str | None:
     try:
-        _trigger_config(values)
+        _core_config(values)
     except ValueError as exc:
         return str(exc)
     for name in ("device", "command_frame_id"):
@@ -176,13 +174,19 @@ def _validate(values: Mapping[str, Any]) -> str | None:
     return topic_name_problem(values, [name for name, _, _ in TOPIC_PARAMS])
 
 
-def _trigger_config(values: Mapping[str, Any]) -> TriggerConfig:
-    return TriggerConfig(
-        scene_change_threshold=float(values["scene_change_threshold"]),
-        chunk_low_threshold=int(values["chunk_low_threshold"]),
-        min_interval_s=float(values["min_interval_s"]),
-        max_interval_s=float(values["max_interval_s"]),
-        every_frame=values["trigger_mode"] == "every_frame",
+def _core_config(values: Mapping[str, Any]) -> CoreConfig:
+    return CoreConfig(
+        trigger=TriggerConfig(
+            scene_change_threshold=float(values["scene_change_threshold"]),
+            chunk_low_threshold=int(values["chunk_low_threshold"]),
+            min_interval_s=float(values["min_interval_s"]),
+            max_interval_s=float(values["max_interval_s"]),
+            every_frame=values["trigger_mode"] == "every_frame",
+        ),
+        max_frame_age_s=float(values["max_frame_age_s"]),
+        max_frame_lead_s=float(values["max_frame_lead_s"]),
+        blend=bool(values["blend"]),
+        blend_weight=float(values["blend_weight"]),
     )
 
 
@@ -204,241 +208,196 @@ def _load_policy(model_dir: str, device: str, dtype: str, backend: str = "torch"
         ) from exc
 
 
-def _stamp_s(header: Header) -> float:
-    return header.stamp.sec + header.stamp.nanosec * 1e-9
+def _stamp_ns(header: Header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
-def _stamp_key(header: Header) -> tuple[int, int]:
-    return (header.stamp.sec, header.stamp.nanosec)
-
-
-def _frame_rgb(msg: Image) -> np.ndarray:
-    """(H, W, 3) view of an rgb8 frame's bytes; ImageFormatError says why a frame is unusable."""
-    if msg.encoding != "rgb8":
-        raise ImageFormatError(f"encoding {msg.encoding!r} (need rgb8)", "unsupported_encoding")
-    return image_msg_to_rgb(msg)
-
-
-@dataclass
-class _Frame:
-    header: Header
-    rgb: np.ndarray
-    stamp_s: float
-    used: bool = False
-
-
-@dataclass(frozen=True)
-class _Job:
-    firing: Firing
-    frame: _Frame
-    instruction: str
-    generation: int
-    origin_perf: float
-
-
-class InferenceNode(Node):
+class InferenceNode(ManagedNode):
     """Event-triggered VLA inference; `policy=None` loads `model_dir` with VLAPolicy."""
 
-    def __init__(self, policy: Policy | None = None, **node_kwargs: Any) -> None:
+    def __init__(
+        self, policy: Policy | None = None, autostart: bool | None = None, **node_kwargs: Any
+    ) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
+        self._injected = policy
+        self._core: InferenceCore | None = None
         self._worker: threading.Thread | None = None
-        try:
-            self._setup(policy)
-        except Exception:
-            self.destroy_node()
-            raise
+        self._io: list[Any] = []
+        self.finish_init(autostart)
 
-    def _setup(self, policy: Policy | None) -> None:
-        self._cfg = NodeParameters(self, PARAMS, _validate)
-        cfg = self._cfg
-        self._policy: Policy = (
-            policy
-            if policy is not None
-            else _load_policy(cfg["model_dir"], cfg["device"], cfg["dtype"], cfg["backend"])
-        )
-        self._spec = self._policy.spec
-        if self._spec.action_space != action_spaces.canonical(cfg["action_space"], "action_space"):
+    @property
+    def core(self) -> InferenceCore | None:
+        return self._core
+
+    # ---------------------------------------------------------------- lifecycle
+    def configure_node(self) -> None:
+        self._cfg = cfg = NodeParameters(self, PARAMS, _validate)
+        policy = self._injected
+        if policy is None:
+            policy = _load_policy(cfg["model_dir"], cfg["device"], cfg["dtype"], cfg["backend"])
+        spec = policy.spec
+        if spec.action_space != action_spaces.canonical(cfg["action_space"], "action_space"):
             raise ParameterError(
-                f"action_space is {cfg['action_space']!r} but the model is "
-                f"{self._spec.action_space!r}"
+                f"action_space is {cfg['action_space']!r} but the model is {spec.action_space!r}"
             )
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._trigger = EventTrigger(_trigger_config(cfg.values))
-        self._plan = ChunkExecutor(
-            self._spec.action_period_s, blend=cfg["blend"], blend_weight=cfg["blend_weight"]
+        self._spec = spec
+        self._core = InferenceCore(
+            policy, _core_config(cfg.values), self._now_s, on_play=self._on_play
         )
-        self._frame: _Frame | None = None
-        self._scores: OrderedDict[tuple[int, int], tuple[float, float]] = OrderedDict()
-        self._generation = 0
-        self._signalled = False
-        self._signal_perf = 0.0
-        self._stopping = False
-        self._reset_policy = False
-        self._gripper_hold: float | None = None
-        self._counts: Counter[str] = Counter()
-        self._causes: Counter[str] = Counter({cause.value: 0 for cause in Cause})
-        self._model_ms = LatencyStats()
-        self._latency_ms = LatencyStats()
-        self._overhead_ms = LatencyStats()
-        self._frame_age_ms = LatencyStats()
-        self._last_error = ""
-
-        self._keyframe_pub = self.create_publisher(Header, cfg["keyframe_topic"], COMMAND_QOS)
-        self._chunk_pub = self.create_publisher(
-            Float32MultiArray, cfg["action_chunk_topic"], COMMAND_QOS
-        )
-        self._confidence_pub = self.create_publisher(Float32, cfg["confidence_topic"], COMMAND_QOS)
-        self._event_pub = self.create_publisher(String, cfg["event_topic"], COMMAND_QOS)
-        # The safety node drives from this node's commands only while this is true (issue 9).
-        self._active_pub = self.create_publisher(Bool, "vla/active", LATCHED_QOS)
-        self._active_pub.publish(Bool(data=False))
-        self._diag_pub = self.create_publisher(
-            DiagnosticArray, cfg["diagnostics_topic"], COMMAND_QOS
-        )
-        self._space = action_spaces.get(self._spec.action_space)
+        self._dedupe = ReceiptDeduper(self._now_s)
+        pub = self.own_publisher
+        self._keyframe_pub = pub(Header, "keyframe_topic")
+        self._chunk_pub = pub(Float32MultiArray, "action_chunk_topic")
+        self._confidence_pub = pub(Float32, "confidence_topic")
+        self._event_pub = pub(String, "event_topic")
+        self._path_pub = pub(Path, "path_topic")
+        self._active_pub = pub(Bool, "active_topic", LATCHED_QOS)
+        self._diag_pub = pub(DiagnosticArray, "diagnostics_topic")
+        self._space = action_spaces.get(spec.action_space)
         if self._space.gripper:
-            self._gripper_pub = self.create_publisher(Float64, cfg["gripper_topic"], COMMAND_QOS)
+            self._gripper_pub = pub(Float64, "gripper_topic")
         if self._space.stamped:
-            self._arm_pub = self.create_publisher(TwistStamped, cfg["arm_cmd_topic"], COMMAND_QOS)
+            self._arm_pub = pub(TwistStamped, "arm_cmd_topic")
         else:
-            self._twist_pub = self.create_publisher(Twist, cfg["cmd_topic"], COMMAND_QOS)
-
-        self.create_subscription(Image, cfg["frame_topic"], self._on_frame, LATEST_ONLY_QOS)
-        self.create_subscription(
-            Vector3Stamped, cfg["scene_change_topic"], self._on_scene_change, LATEST_ONLY_QOS
-        )
-        self.create_subscription(
-            String, cfg["instruction_topic"], self._on_instruction, LATCHED_QOS
-        )
-        self.create_service(Trigger, cfg["trigger_service"], self._on_trigger)
-        self.create_service(Trigger, cfg["reset_service"], self._on_reset)
-        self._control_timer = self.create_timer(1.0 / cfg["control_rate_hz"], self._on_control)
-        self.create_timer(1.0, self._on_diagnostics)
+            self._twist_pub = pub(Twist, "cmd_topic")
         cfg.add_listener(self._on_params)
+        self.get_logger().info(
+            f"{spec.action_space} policy {spec.model_id} on {spec.device}, "
+            f"chunk {spec.chunk} x {spec.action_period_s:.3f} s"
+        )
 
+    def own_publisher(self, msg_type: Any, topic_param: str, qos: Any = COMMAND_QOS) -> Any:
+        return self.own(self.create_publisher(msg_type, self._cfg[topic_param], qos))
+
+    def start_output(self) -> None:
+        cfg, core = self._cfg, self._core
+        assert core is not None
+        core.open()
+        io = [
+            self.create_subscription(Image, cfg["frame_topic"], self._on_frame, LATEST_ONLY_QOS),
+            self.create_subscription(
+                Vector3Stamped, cfg["scene_change_topic"], self._on_score, LATEST_ONLY_QOS
+            ),
+            # Latched for a late start, volatile because a transient-local subscription never
+            # matches a volatile publisher. A latched publisher reaches both: its messages are
+            # taken from the latched one only (and the deduper pairs copies when both kinds of
+            # publisher are up at once).
+            *(
+                self.create_subscription(
+                    String,
+                    cfg["instruction_topic"],
+                    lambda msg, source=source: self._on_instruction(msg, source),
+                    qos,
+                )
+                for source, qos in enumerate((LATCHED_QOS, COMMAND_QOS))
+            ),
+            self.create_service(Trigger, cfg["trigger_service"], self._on_trigger),
+            self.create_service(Trigger, cfg["reset_service"], self._on_reset),
+            self.create_timer(1.0 / cfg["control_rate_hz"], self._on_control),
+            self.create_timer(1.0, self._on_diagnostics),
+        ]
+        self._control_timer = io[-2]
+        self._io = [self.own(entity) for entity in io]
         self._worker = threading.Thread(target=self._work, name="vla_inference_worker", daemon=True)
         self._worker.start()
-        self.get_logger().info(
-            f"{self._spec.action_space} policy {self._spec.model_id} on {self._spec.device}, "
-            f"chunk {self._spec.chunk} x {self._spec.action_period_s:.3f} s"
-        )
+        self._publish_active()
 
-    def destroy_node(self) -> None:
-        """Stop the worker before the publishers it uses are destroyed."""
+    def stop_output(self) -> None:
+        """Stop the worker before anything it publishes with goes away; end on a zero command."""
+        self.release_entities(self._io)
+        self._io = []
+        if self._core is not None:
+            self._core.close()
         if self._worker is not None:
-            with self._wake:
-                self._stopping = True
-                self._wake.notify_all()
             self._worker.join(timeout=10.0)
             self._worker = None
-        super().destroy_node()
+        self._publish_command(np.zeros(self._spec.motion_dof), None)
+        self._active_pub.publish(Bool(data=False))
+
+    def release_node(self) -> None:
+        self.release_entities()
+        if hasattr(self, "_cfg"):
+            self._cfg.close()
+        self._core = None
 
     # ---------------------------------------------------------------- executor side
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _signal(self) -> None:
-        """Wake the worker; call with the lock held."""
-        if not self._signalled:
-            self._signalled = True
-            self._signal_perf = time.perf_counter()
-        self._wake.notify()
-
-    def _frame_age_problem(self, stamp_s: float, now_s: float) -> str | None:
-        if now_s - stamp_s > self._cfg["max_frame_age_s"]:
-            return "stale"
-        if stamp_s - now_s > self._cfg["max_frame_lead_s"]:
-            return "future"
-        return None
-
     def _on_frame(self, msg: Image) -> None:
+        assert self._core is not None
         try:
-            rgb = _frame_rgb(msg)
+            if msg.encoding != "rgb8":
+                raise ImageFormatError(f"encoding {msg.encoding!r} (need rgb8)", "encoding")
+            rgb = image_msg_to_rgb(msg)
         except ImageFormatError as exc:
-            with self._lock:
-                self._counts["frames_invalid"] += 1
+            self._core.frame_refused("invalid")
             self.get_logger().warning(f"frame ignored: {exc}", throttle_duration_sec=5.0)
             return
-        stamp_s = _stamp_s(msg.header)
-        with self._lock:
-            self._counts["frames_received"] += 1
-            age_problem = self._frame_age_problem(stamp_s, self._now_s())
-            if age_problem is not None:
-                self._counts[f"frames_{age_problem}"] += 1
-                self._scores.pop(_stamp_key(msg.header), None)
-                return
-            if self._frame is not None and not self._frame.used:
-                self._counts["frames_replaced"] += 1
-            self._frame = _Frame(msg.header, rgb, stamp_s)
-            self._trigger.new_frame()
-            scored = self._scores.pop(_stamp_key(msg.header), None)
-            if scored is not None:
-                self._trigger.scene_change(scored[0], stamp_s, scored[1])
-            self._signal()
+        self._core.offer_frame(rgb, _stamp_ns(msg.header), msg.header.frame_id, msg.header)
 
-    def _on_scene_change(self, msg: Vector3Stamped) -> None:
+    def _on_score(self, msg: Vector3Stamped) -> None:
         """vector.x = score; vector.y = stamp (s) of the keyframe scored against, 0 = none."""
-        reference_s = msg.vector.y
-        with self._lock:
-            frame = self._frame
-            if frame is not None and _stamp_key(frame.header) == _stamp_key(msg.header):
-                self._trigger.scene_change(msg.vector.x, frame.stamp_s, reference_s)
-                self._signal()
-                return
-            self._scores[_stamp_key(msg.header)] = (msg.vector.x, reference_s)
-            while len(self._scores) > SCORE_MEMORY:
-                self._scores.popitem(last=False)
-
-    def _on_instruction(self, msg: String) -> None:
-        with self._lock:
-            if not self._trigger.set_instruction(msg.data):
-                return
-            instruction = self._trigger.instruction
-            self._reset_policy = True
-            if instruction is None:
-                self._generation += 1
-                self._plan.reset()
-            self._active_pub.publish(Bool(data=instruction is not None))
-            self._signal()
-        self.get_logger().info(
-            f"instruction: {instruction!r}" if instruction else "instruction cleared: holding zero"
+        assert self._core is not None
+        self._core.offer_score(
+            msg.vector.x, _stamp_ns(msg.header), msg.header.frame_id, msg.vector.y
         )
+
+    def _on_instruction(self, msg: String, source: int) -> None:
+        assert self._core is not None
+        if source == 1 and self._latched_publishers_only():
+            return  # the transient-local subscription has this very message
+        if self._dedupe.is_duplicate(source, msg.data):
+            return
+        receipt = self._core.set_instruction(msg.data)
+        if receipt.refused is not None:
+            shown = msg.data[:60].encode("unicode_escape").decode()
+            self.get_logger().error(f"instruction refused ({receipt.refused}): '{shown}'")
+            return
+        if receipt.changed:
+            instruction = receipt.instruction
+            self.get_logger().info(
+                f"instruction: {instruction!r}" if instruction else "instruction cleared: zero"
+            )
+            self._publish_active()
+
+    def _latched_publishers_only(self) -> bool:
+        infos = self.get_publishers_info_by_topic(self._cfg["instruction_topic"])
+        return bool(infos) and all(
+            info.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for info in infos
+        )
+
+    def _publish_active(self) -> None:
+        assert self._core is not None
+        self._active_pub.publish(Bool(data=self._core.instruction is not None))
 
     def _on_trigger(
         self, _request: Trigger.Request, response: Trigger.Response
     ) -> Trigger.Response:
-        with self._lock:
-            response.success = self._trigger.request()
-            self._signal()
+        assert self._core is not None
+        response.success = self._core.request()
         response.message = "inference queued" if response.success else "no instruction yet"
         return response
 
     def _on_reset(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        with self._lock:
-            self._generation += 1
-            self._trigger.reset()
-            self._plan.reset()
-            self._reset_policy = True
-            self._signal()
+        assert self._core is not None
+        self._core.reset()
         response.success = True
         response.message = "chunk cleared; policy history cleared before the next inference"
         return response
 
     def _on_params(self, values: Mapping[str, Any]) -> None:
-        with self._lock:
-            self._trigger.config = _trigger_config(values)
-            self._plan.configure(values["blend"], values["blend_weight"])
-        self._control_timer.timer_period_ns = int(1e9 / values["control_rate_hz"])
+        if self._core is not None:
+            self._core.configure(_core_config(values))
+        if self._io:
+            self._control_timer.timer_period_ns = int(1e9 / values["control_rate_hz"])
 
     def _on_control(self) -> None:
-        with self._lock:
-            now_s = self._now_s()
-            command = None
-            if self._trigger.instruction is not None:
-                command = self._plan.command_at(now_s)
-            self._signal()
-        motion = np.zeros(self._spec.motion_dof) if command is None else command[0]
+        assert self._core is not None
+        command = self._core.command()
+        self._publish_command(command.motion, command.gripper)
+
+    def _publish_command(self, motion: np.ndarray, gripper: float | None) -> None:
         twist = _twist(motion, self._spec.action_space)
         if not self._space.stamped:
             self._twist_pub.publish(twist)
@@ -447,158 +406,63 @@ class InferenceNode(Node):
         arm.header.stamp = self.get_clock().now().to_msg()
         arm.header.frame_id = self._cfg["command_frame_id"]
         self._arm_pub.publish(arm)
-        if not self._space.gripper:
-            return
-        if command is not None and command[1] is not None:
-            self._gripper_hold = command[1]
-        if self._gripper_hold is not None:
-            self._gripper_pub.publish(Float64(data=self._gripper_hold))
+        if self._space.gripper and gripper is not None:
+            self._gripper_pub.publish(Float64(data=gripper))
 
     def _on_diagnostics(self) -> None:
-        with self._lock:
-            values: dict[str, Any] = {
-                "model_id": self._spec.model_id,
-                "device": self._spec.device,
-                "action_space": self._spec.action_space,
-                "instruction": self._trigger.instruction or "",
-                "busy": self._trigger.busy,
-                "pending": ",".join(sorted(c.value for c in self._trigger.pending)),
-            }
-            fresh = self._frame is not None and (
-                self._frame_age_problem(self._frame.stamp_s, self._now_s()) is None
-            )
-            counts = dict(self._counts)
-            causes = dict(self._causes)
-            last_error = self._last_error
-        for name, stats in (
-            ("model", self._model_ms),
-            ("latency", self._latency_ms),
-            ("overhead", self._overhead_ms),
-            ("frame_age", self._frame_age_ms),
-        ):
-            values[f"{name}_p50_ms"] = stats.percentile(50)
-            values[f"{name}_p99_ms"] = stats.percentile(99)
-        values["inferences"] = counts.get("inferences", 0)
-        for cause, count in causes.items():
-            values[f"events_{cause}"] = count
-        for name in (
-            "frames_received",
-            "frames_replaced",
-            "frames_stale",
-            "frames_future",
-            "frames_invalid",
-            "actions_skipped",
-            "policy_errors",
-        ):
-            values[name] = counts.get(name, 0)
-        values["last_error"] = last_error
-        level, message = DiagnosticStatus.OK, "ok"
-        if values["instruction"] == "":
-            message = "waiting for an instruction"
-        elif last_error:
-            level, message = DiagnosticStatus.WARN, f"policy error: {last_error}"
-        elif not fresh:
-            level, message = DiagnosticStatus.WARN, "no fresh frame"
-        self._diag_pub.publish(diagnostic_array(self, NODE_NAME, level, message, values))
+        assert self._core is not None
+        level, message, values = self._core.diagnostics()
+        levels = (DiagnosticStatus.OK, DiagnosticStatus.WARN)
+        self._diag_pub.publish(diagnostic_array(self, NODE_NAME, levels[level], message, values))
 
     # ---------------------------------------------------------------- worker side
+    def _on_play(self, outcome: Outcome) -> None:
+        """Under the core's lock: confidence goes out before any command of the new chunk."""
+        self._confidence_pub.publish(Float32(data=float(outcome.confidence or 0.0)))
+
     def _work(self) -> None:
-        while True:
-            loop_perf = time.perf_counter()
-            with self._wake:
-                self._wake.wait_for(lambda: self._stopping or self._signalled)
-                if self._stopping:
-                    return
-                self._signalled = False
-                origin_perf = max(self._signal_perf, loop_perf)
-                reset_policy, self._reset_policy = self._reset_policy, False
-                job = self._next_job(origin_perf)
-            # The worker must outlive any policy or transport failure, and a failed job must
-            # still release the trigger or no inference would ever start again.
-            if reset_policy:
-                try:
-                    self._policy.reset()
-                except Exception as exc:
-                    self._fail(None, f"reset: {type(exc).__name__}: {exc}")
-            if job is not None:
-                try:
-                    self._run(job)
-                except Exception as exc:
-                    self._fail(job, f"{type(exc).__name__}: {exc}")
+        core = self._core
+        assert core is not None
+        while core.wait_for_work():
+            outcome = core.work_once()
+            if outcome is None:
+                continue
+            try:
+                self._publish_outcome(outcome)
+            except Exception as exc:  # a transport failure must not end the worker
+                self.get_logger().error(f"cannot publish an inference result: {exc!r}")
 
-    def _next_job(self, origin_perf: float) -> _Job | None:
-        """Called with the lock held: the job to run now, if the trigger says one is due."""
-        frame = self._frame
-        instruction = self._trigger.instruction
-        now_s = self._now_s()
-        if (
-            frame is None
-            or instruction is None
-            or self._frame_age_problem(frame.stamp_s, now_s) is not None
-        ):
-            return None
-        firing = self._trigger.poll(now_s, self._plan.remaining(now_s), fresh_frame=not frame.used)
-        if firing is None:
-            return None
-        frame.used = True
-        self._frame_age_ms.add((now_s - frame.stamp_s) * 1e3)
-        return _Job(firing, frame, instruction, self._generation, origin_perf)
+    def _publish_outcome(self, outcome: Outcome) -> None:
+        if outcome.status == "error":
+            self.get_logger().error(f"inference failed: {outcome.error}", throttle_duration_sec=2.0)
+        if outcome.chunk is not None:
+            job = outcome.job
+            self._keyframe_pub.publish(job.frame.header)
+            self._chunk_pub.publish(_chunk_message(outcome.chunk, self._spec.has_gripper))
+            self._path_pub.publish(self._path(outcome.chunk, job.frame.header))
+        assert self._core is not None
+        latency_ms = self._core.published(outcome)
+        self._event_pub.publish(String(data=json.dumps(outcome.event(latency_ms))))
 
-    def _run(self, job: _Job) -> None:
-        started = time.perf_counter()
-        try:
-            chunk = self._policy.step(np.ascontiguousarray(job.frame.rgb), job.instruction)
-            problem = chunk_problem(chunk, self._spec)
-        except Exception as exc:  # a policy bug must become a zero command, never a crash
-            chunk, problem = None, f"{type(exc).__name__}: {exc}"
-        model_ms = (time.perf_counter() - started) * 1e3
-        if chunk is None or problem is not None:
-            self._fail(job, problem or "no chunk")
-            return
-        with self._lock:
-            now_s = self._now_s()
-            current = job.generation == self._generation and self._trigger.instruction is not None
-            if current:
-                # The safety node gates commands on the latest confidence: it must be there
-                # before the first command of this chunk.
-                self._confidence_pub.publish(Float32(data=float(chunk.confidence)))
-                self._counts["actions_skipped"] += self._plan.set_chunk(
-                    chunk, job.frame.stamp_s, now_s
-                )
-                self._counts["inferences"] += 1
-                self._causes[job.firing.cause.value] += 1
-                self._last_error = ""
-                count = self._counts["inferences"]
-            self._trigger.finish(now_s, success=current, keyframe_stamp_s=job.frame.stamp_s)
-            self._signal()
-        if not current:
-            return
-        self._keyframe_pub.publish(job.frame.header)
-        self._chunk_pub.publish(_chunk_message(chunk, self._spec.has_gripper))
-        latency_ms = (time.perf_counter() - job.origin_perf) * 1e3
-        self._model_ms.add(model_ms)
-        self._latency_ms.add(latency_ms)
-        self._overhead_ms.add(max(0.0, latency_ms - model_ms))
-        event = {
-            "cause": job.firing.cause.value,
-            "frame_stamp": job.frame.stamp_s,
-            "latency_ms": round(latency_ms, 3),
-            "model_ms": round(model_ms, 3),
-            "count": count,
-        }
-        self._event_pub.publish(String(data=json.dumps(event)))
-
-    def _fail(self, job: _Job | None, reason: str) -> None:
-        """Policy failure: stop executing (zero command) and let the trigger retry later."""
-        with self._lock:
-            self._counts["policy_errors"] += 1
-            self._last_error = reason
-            if job is not None:
-                if job.generation == self._generation:
-                    self._plan.reset()
-                self._trigger.finish(self._now_s(), success=False)
-            self._signal()
-        self.get_logger().error(f"inference failed: {reason}", throttle_duration_sec=2.0)
+    def _path(self, chunk: ActionChunk, frame_header: Header) -> Path:
+        """The chunk integrated from the robot's pose now, in `command_frame_id`."""
+        period = chunk.action_period_s
+        if self._space.stamped:
+            fields = [motion_to_twist_fields(row, self._spec.action_space) for row in chunk.motion]
+            linear, angular = zip(*fields, strict=True)
+            poses = spatial_path(np.array(linear), np.array(angular), period)
+        else:
+            poses = planar_path(chunk.motion, period)
+        path = Path()
+        path.header.stamp = frame_header.stamp
+        path.header.frame_id = self._cfg["command_frame_id"]
+        for (x, y, z), (qx, qy, qz, qw) in poses:
+            pose = PoseStamped(header=path.header)
+            pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = x, y, z
+            o = pose.pose.orientation
+            o.x, o.y, o.z, o.w = qx, qy, qz, qw
+            path.poses.append(pose)
+        return path
 
 
 def _twist(motion: np.ndarray, action_space: str) -> Twist:

@@ -25,7 +25,6 @@ from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import LaserScan
 from std_msgs.msg import Bool, Float32, Float64
@@ -43,6 +42,7 @@ from vla_ros.nodes.common import (
     diagnostic_array,
     run_node,
 )
+from vla_ros.nodes.lifecycle import ManagedNode
 from vla_ros.safety.arbiter import InputSpec, LockSpec, RateLimiter
 from vla_ros.safety.config import (
     GRIPPER_ON_ESTOP,
@@ -182,10 +182,14 @@ def _serialized(method: Callable[..., Any]) -> Callable[..., Any]:
     return locked
 
 
-class SafetyNode(Node):
-    """Raw commands + e-stop + sensors in, limited commands out at a fixed rate."""
+class SafetyNode(ManagedNode):
+    """Raw commands + e-stop + sensors in, limited commands out at a fixed rate.
 
-    def __init__(self, **node_kwargs: Any) -> None:
+    Lifecycle (vla_ros.nodes.lifecycle): parameters are validated at construction, activate
+    starts the output timer, deactivate/cleanup/shutdown command zero first and stop it.
+    """
+
+    def __init__(self, autostart: bool | None = None, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         self._timer: Any = None
         self._guard: Any = None
@@ -220,7 +224,9 @@ class SafetyNode(Node):
             self, arbitration_specs(self.mode, static["input_names"], static["lock_names"])
         )
         self._params = NodeParameters(self, parameter_specs(self.mode), validate=self._refusal)
-        self._check_unknown_overrides([*static.values, *wiring.values, *self._params.values])
+        self._check_unknown_overrides(
+            ["autostart", *static.values, *wiring.values, *self._params.values]
+        )
         inputs, locks = self._arbitration(static["input_names"], static["lock_names"], wiring)
         self.core = SafetyValidator(self._config(self._params.values), inputs, locks)
         self._params.add_listener(self._on_params)
@@ -281,11 +287,11 @@ class SafetyNode(Node):
         self.create_service(Trigger, "~/estop", self._srv_estop)
         self._reset_srv = self.create_service(Trigger, "~/reset", self._srv_reset)
         self.create_timer(1.0, self._publish_status)
-        self.start_output()
         self.get_logger().info(
             f"safety validator up: mode={self.mode}, {self.core.config.output_rate_hz:g} Hz, "
             f"inputs {', '.join(static['input_names'])}"
         )
+        self.finish_init(autostart)
 
     def _sensor(self, msg_type: Any, topic: str, callback: Callable[..., Any]) -> None:
         self.create_subscription(msg_type, topic, callback, SENSOR_QOS, callback_group=self._inputs)
@@ -338,22 +344,15 @@ class SafetyNode(Node):
 
     def stop_output(self) -> None:
         """Zero every motion output once and wait (bounded) until subscribers have it, then stop
-        the output timer. Called before shutdown; the gripper keeps its last command (0 would
-        mean 'close')."""
+        the output timer (lifecycle deactivate, shutdown, a signal). The gripper keeps its last
+        command (0 would mean 'close'). Nothing to do when the output is not running."""
         with self._lock:
-            if self._timer is not None:
-                self.destroy_timer(self._timer)
-                self.destroy_timer(self._guard)
-                self._timer = None
-            zero = Output(
-                motion=(0.0,) * self.core.config.dof,
-                gripper=None,
-                state=self.core.status().state,
-                reasons=("shutdown",),
-                limits=(),
-                publish=True,
-            )
-            self._publish(zero, self.get_clock().now().to_msg())
+            if self._timer is None:
+                return
+            self.destroy_timer(self._timer)
+            self.destroy_timer(self._guard)
+            self._timer = None
+            self._publish_zero("stopped")
         from rclpy.duration import Duration
 
         self._cmd_pub.wait_for_all_acked(Duration(seconds=0.5))
@@ -603,12 +602,23 @@ class SafetyNode(Node):
     def destroy_node(self) -> None:
         """A validator going down commands zero (once, if `stop_output` has not) instead of
         leaving the last velocity to the robot's own timeout."""
-        if self._timer is not None and self.context.ok():
+        if self.context.ok():
             try:
                 self.stop_output()
             except Exception as exc:  # shutting down: never let this mask the real teardown
                 self.get_logger().warning(f"could not publish the final zero command: {exc}")
         super().destroy_node()
+
+    def _publish_zero(self, reason: str) -> None:
+        zero = Output(
+            motion=(0.0,) * len(self.core.config.max_velocity),
+            gripper=None,
+            state=self.core.status().state,
+            reasons=(reason,),
+            limits=(),
+            publish=True,
+        )
+        self._publish(zero, self.get_clock().now().to_msg())
 
     @_serialized
     def _publish_status(self) -> None:

@@ -6,6 +6,7 @@ joins the head's history, the head predicts a normalized chunk, the codec turns 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import threading
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vla_ros.policy.backbone import PREPROCESSOR_FILE, ImagePreprocessing
+from vla_ros.policy.backbone import MAX_TEXT_TOKENS, PREPROCESSOR_FILE, ImagePreprocessing
 from vla_ros.policy.backends import BACKENDS
 from vla_ros.policy.codec import ActionCodec
 from vla_ros.policy.config import HEAD_FILE, POLICY_FILE, PolicyConfig
@@ -143,6 +144,8 @@ class VLAPolicy:
         self.spec = config.spec(backbone.image_size, str(backbone.device))
         self._lock = threading.Lock()
         self._cuda = backbone.device.type == "cuda"
+        self._receipt_lock = threading.Lock()
+        self._receipt_tokenizer: Any = None
 
     @classmethod
     def from_pretrained(
@@ -193,6 +196,30 @@ class VLAPolicy:
     def features(self) -> tuple[torch.Tensor, ...]:
         """The cached per-frame ACT features the head's history holds (oldest first)."""
         return self.head.history
+
+    def instruction_problem(self, instruction: str) -> str | None:
+        """Why the model cannot take `instruction` (blank, too long for it), or None.
+
+        Asked by the inference node when an instruction arrives, so a bad one is refused once
+        instead of failing every step. It tokenizes with its own copy of the tokenizer: the
+        executor thread never waits for a running step, and one fast tokenizer is never used
+        from two threads at once.
+        """
+        try:
+            text = validate_instruction(instruction)
+        except ValueError as exc:
+            return str(exc)
+        tokenizer = getattr(self.backbone, "tokenizer", None)
+        if tokenizer is None:
+            return None
+        with self._receipt_lock:
+            if self._receipt_tokenizer is None:
+                self._receipt_tokenizer = copy.deepcopy(tokenizer)
+            own = self._receipt_tokenizer
+            count = len(own(own.eos_token + text + "\n", add_special_tokens=False)["input_ids"])
+        if count > MAX_TEXT_TOKENS:
+            return f"is {count} tokens long; the model takes at most {MAX_TEXT_TOKENS}"
+        return None
 
     def reset(self) -> None:
         """Start a new episode: forget the feature history and the LSTM state."""

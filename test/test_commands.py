@@ -1,0 +1,142 @@
+"""`vla-ros instruct | estop | reset | status` against real nodes over DDS (own contexts)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+from std_msgs.msg import Bool, String
+
+from vla_ros.cli import main
+from vla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, LATEST_ONLY_QOS
+from vla_ros.nodes.inference_node import InferenceNode
+from vla_ros.nodes.safety_node import SafetyNode
+from vla_ros.policy.stub import StubPolicy
+from vla_ros.policy.types import PolicySpec
+
+pytestmark = pytest.mark.ros
+
+SPEC = PolicySpec("mobile3", 10, 4, 0.1, 16, "stub-test")
+
+
+class Stack:
+    """Inference (stub policy) and safety nodes spun by a background thread, plus a camera."""
+
+    def __init__(self, context) -> None:
+        self.policy = StubPolicy(SPEC)
+        self.inference = InferenceNode(
+            self.policy,
+            context=context,
+            parameter_overrides=[Parameter("max_frame_age_s", value=3.0)],
+        )
+        self.safety = SafetyNode(context=context)
+        self.camera = Node("fake_camera", context=context)
+        self.actives: list[bool] = []
+        self.camera.create_subscription(
+            Bool, "vla/active", lambda m: self.actives.append(m.data), LATCHED_QOS
+        )
+        self._frames = self.camera.create_publisher(Image, "vla/frame", LATEST_ONLY_QOS)
+        self.camera.create_timer(0.05, self._frame)
+        self.executor = SingleThreadedExecutor(context=context)
+        for node in (self.inference, self.safety, self.camera):
+            self.executor.add_node(node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _frame(self) -> None:
+        msg = Image(height=16, width=16, encoding="rgb8", step=48)
+        msg.header.stamp = self.camera.get_clock().now().to_msg()
+        msg.header.frame_id = "camera"
+        msg.data = bytes(np.full(16 * 16 * 3, 150, dtype=np.uint8))
+        self._frames.publish(msg)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.thread.join(timeout=10.0)
+        for node in (self.inference, self.safety, self.camera):
+            node.destroy_node()
+
+
+@pytest.fixture
+def stack(ros_context) -> Iterator[Stack]:
+    running = Stack(ros_context)
+    yield running
+    running.close()
+
+
+def test_instruct_reset_and_clear(stack, capsys):
+    assert main(["instruct", "go to the kitchen", "--timeout", "10"]) == 0
+    assert "go to the kitchen" in capsys.readouterr().out
+    assert stack.inference.core.instruction == "go to the kitchen"
+    assert True in stack.actives
+    assert main(["reset", "--timeout", "10"]) == 0
+    assert "cleared" in capsys.readouterr().out
+    assert main(["instruct", "", "--timeout", "10"]) == 0
+    assert stack.inference.core.instruction is None
+    assert stack.actives[-1] is False
+
+
+def test_instruct_refuses_control_characters_before_publishing(stack, capsys):
+    assert main(["instruct", "go\x1b[2J"]) == 2
+    assert "control character" in capsys.readouterr().err
+    assert main(["instruct", "go\x00 left"]) == 2
+    assert "NUL" in capsys.readouterr().err
+    assert stack.inference.core.instruction is None
+
+
+def test_estop_engages_and_releases(stack, capsys):
+    assert main(["estop", "--timeout", "10"]) == 0
+    assert stack.safety.core.estop_engaged
+    assert main(["estop", "--release", "--timeout", "10"]) == 0
+    assert not stack.safety.core.estop_engaged
+    capsys.readouterr()
+
+
+def test_status_once_json_reports_every_node(stack, capsys):
+    assert main(["instruct", "patrol", "--timeout", "10"]) == 0
+    capsys.readouterr()
+    assert main(["status", "--once", "--json", "--timeout", "8"]) == 0
+    snapshot = json.loads(capsys.readouterr().out)
+    assert snapshot["nodes"]["vla_inference"]["state"] == "active"
+    assert snapshot["nodes"]["vla_safety"]["state"] == "active"
+    assert snapshot["nodes"]["vla_camera"]["state"] == "absent"
+    assert snapshot["instruction"] == "patrol"
+    assert snapshot["active"] is True
+    assert snapshot["safety"]["state"]
+    assert "last_rejection" in snapshot["safety"]
+    assert snapshot["inference"]["inferences"] is not None
+    assert "start" in snapshot["events"]
+
+    from io import StringIO
+
+    from rich.console import Console
+
+    from vla_ros.commands import render
+
+    console = Console(file=StringIO(), width=120)
+    console.print(render(snapshot))
+    text = console.file.getvalue()
+    assert "vla_inference" in text
+    assert "patrol" in text
+
+
+def test_a_volatile_publisher_reaches_the_instruction_topic(stack, ros_context, spin_until):
+    """`ros2 topic pub` without --qos-durability is volatile; it must connect too."""
+    node = Node("volatile_operator", context=ros_context)
+    try:
+        publisher = node.create_publisher(String, "vla/instruction", COMMAND_QOS)
+        executor = SingleThreadedExecutor(context=ros_context)
+        executor.add_node(node)
+        assert spin_until(executor, lambda: publisher.get_subscription_count() >= 1, 10.0)
+        publisher.publish(String(data="dock"))
+        assert spin_until(executor, lambda: stack.inference.core.instruction == "dock", 10.0)
+        executor.shutdown()
+    finally:
+        node.destroy_node()
