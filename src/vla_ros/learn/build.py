@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from vla_ros import action_space as action_spaces
 from vla_ros.bag.io import BagError, BagReader, typestore
 from vla_ros.core.image import ImageFormatError, compressed_msg_to_frame, image_msg_to_frame
 from vla_ros.learn.spec import DatasetError, DatasetSpec
@@ -71,9 +72,8 @@ def _stream_time(msg: Any, bag_ns: int, use_header: bool) -> tuple[int, bool]:
 def _action_vector(msg: Any, action_space: str) -> np.ndarray:
     twist = getattr(msg, "twist", msg)
     lin, ang = twist.linear, twist.angular
-    if action_space == "mobile3":
-        return np.array([lin.x, lin.y, ang.z], dtype=np.float64)
-    return np.array([lin.x, lin.y, lin.z, ang.x, ang.y, ang.z], dtype=np.float64)
+    six = (lin.x, lin.y, lin.z, ang.x, ang.y, ang.z)
+    return np.array(action_spaces.get(action_space).from_twist(six), dtype=np.float64)
 
 
 class _Streams:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from vla_ros import action_space as action_spaces
 from vla_ros.files import read_mapping
 from vla_ros.policy.types import MOTION_DOF
 
@@ -71,10 +72,15 @@ class DatasetSpec:
                 f"dataset spec: action_space must be one of {sorted(MOTION_DOF)}, "
                 f"got {self.action_space!r}"
             )
-        if self.action_space == "arm7" and not self.gripper_topic:
-            raise DatasetError("dataset spec: arm7 needs gripper_topic (e.g. /gripper/command)")
-        if self.action_space == "mobile3" and self.gripper_topic:
-            raise DatasetError("dataset spec: mobile3 has no gripper; leave gripper_topic unset")
+        gripper = action_spaces.get(self.action_space).gripper
+        if gripper and not self.gripper_topic:
+            raise DatasetError(
+                f"dataset spec: {self.action_space} needs gripper_topic (e.g. /gripper/command)"
+            )
+        if not gripper and self.gripper_topic:
+            raise DatasetError(
+                f"dataset spec: {self.action_space} has no gripper; leave gripper_topic unset"
+            )
         for name in ("camera_topic", "instruction_topic", "action_topic"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.startswith("/"):

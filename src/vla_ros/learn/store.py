@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from vla_ros import action_space as action_spaces
 from vla_ros.learn.spec import DatasetError, DatasetSpec
 
 FORMAT = "vla_ros.dataset/1"
@@ -234,9 +235,7 @@ def dataset_card(meta: dict[str, Any]) -> str:
 
 
 def axis_names(action_space: str) -> tuple[str, ...]:
-    if action_space == "mobile3":
-        return ("vx", "vy", "wz")
-    return ("vx", "vy", "vz", "wx", "wy", "wz")
+    return action_spaces.get(action_space).axes
 
 
 @dataclass
