@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from vla_ros.policy.backends import BACKENDS
 from vla_ros.sim.scenario import LANGUAGES
 
 
@@ -24,6 +25,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="who drives: the scripted expert or the inference node with --model-dir",
     )
     evaluate.add_argument("--model-dir", default="models/tiny", help="for --driver policy")
+    evaluate.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="--driver policy: trunk backend, e.g. onnxruntime after `vla-ros export` "
+        "(default: the parameter file's)",
+    )
     evaluate.add_argument(
         "--trigger",
         choices=["event", "every-frame"],
@@ -107,7 +115,13 @@ def _progress(record: object) -> None:
 def _eval(args: argparse.Namespace) -> int:
     from vla_ros.sim.evaluate import print_summary, run_eval
 
-    options = _options(args, driver=args.driver, model_dir=args.model_dir, trigger=args.trigger)
+    options = _options(
+        args,
+        driver=args.driver,
+        model_dir=args.model_dir,
+        backend=args.backend or "",
+        trigger=args.trigger,
+    )
     summary = run_eval(options, progress=_progress)  # type: ignore[arg-type]
     print_summary(summary)
     print(f"summary: {args.out / 'summary.json'}")

@@ -83,6 +83,8 @@ class EvalOptions:
     seed_start: int = 0
     driver: str = "expert"
     model_dir: str = "models/tiny"
+    backend: str = ""
+    """Trunk backend of the policy (empty: the parameter file's, i.e. torch)."""
     trigger: str = "event"
     languages: Sequence[str] = ("en",)
     real_time_factor: float = 1.0
@@ -314,6 +316,7 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
         model_dir=options.model_dir,
         params_file=options.params_file,
         use_sim_time=True,
+        backend=options.backend,
     )
     params_file = stack.resolved_params_file()
     context = Context()
