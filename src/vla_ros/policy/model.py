@@ -186,7 +186,8 @@ class VLAPolicy:
         try:
             trunk = load_trunk(path, backend, device, dtype, action_token, onnx_dir=onnx_dir)
         except (OSError, KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, ModelFileError):
+            # The export backends name their own files; only transformers' errors need a name.
+            if isinstance(exc, ModelFileError) or backend != "torch":
                 raise
             problem = " ".join(str(exc).split())
             raise ModelFileError(f"{path}: cannot load the PaliGemma files: {problem}") from exc
