@@ -950,10 +950,15 @@ def test_healthcheck_resolves_names_in_the_stack_namespace(ros_context):
 
 @pytest.mark.ros
 def test_healthcheck_fails_on_a_missing_node(ros_context):
-    with spinning(ros_context, stack_nodes(ros_context, STACK[:2])):
-        result = run_healthcheck(*STACK_ARGS, "--topic", "/diagnostics", "--timeout", "5")
+    # A namespace of its own: a /vla_safety of an earlier test can linger in the DDS graph until
+    # its participant's lease runs out.
+    namespace = "/hc_missing"
+    with spinning(ros_context, stack_nodes(ros_context, STACK[:2], namespace=namespace)):
+        result = run_healthcheck(
+            *STACK_ARGS, "--namespace", namespace, "--topic", "/diagnostics", "--timeout", "5"
+        )
     assert result.returncode == health.UNHEALTHY
-    assert "node /vla_safety is not in the ROS graph" in result.stdout
+    assert "node /hc_missing/vla_safety is not in the ROS graph" in result.stdout
     assert "/vla_camera" not in result.stdout.split(":", 1)[1]
 
 

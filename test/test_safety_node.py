@@ -149,7 +149,8 @@ def test_arm_outputs_stamped_twist_and_gripper(rigs, spin_until):
     assert (out.header.stamp.sec, out.header.stamp.nanosec) != (0, 0)
     assert spin_until(rig.executor, lambda: rig.grippers and rig.grippers[-1] == 0.0)
     rig.peer.destroy_timer(sender)
-    wrong = rig.peer.create_timer(0.02, lambda: send(frame="tool0"))
+    # Slower than the fault latch (more than 10 rejections a second) so the state is a timeout.
+    wrong = rig.peer.create_timer(0.25, lambda: send(frame="tool0"))
     assert spin_until(
         rig.executor, lambda: (rig.value("last_rejection") or "").startswith("wrong_frame")
     )
