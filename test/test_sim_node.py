@@ -177,7 +177,10 @@ def test_policy_eval_counts_vlm_calls_per_frame(tmp_path, tiny_model_dir, trigge
     assert episode["time_s"] <= 3.0 + 0.05
     assert episode["frames"] > 10
     assert episode["inferences"] >= 1
-    assert 0.0 < summary["vlm_calls_per_frame"] <= 1.0
+    assert summary["vlm_calls_per_frame"] > 0.0
+    # At most one call per frame, plus the instruction event, which starts a new history and
+    # may therefore run on the frame already at hand.
+    assert episode["inferences"] <= episode["frames"] + 1
 
 
 def test_cli_refuses_a_missing_model_dir_before_starting_anything(tmp_path, capsys) -> None:
