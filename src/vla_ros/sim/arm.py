@@ -18,11 +18,12 @@ is the instructed one (a wrong block ends the episode as `wrong_block`).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from vla_ros.sim.rules import EpisodeOutcome
 from vla_ros.sim.scenario import BLOCK_COLOURS, BLOCK_SIZE_M, Layout, Scenario, sample_layout
 from vla_ros.sim.world import load_mujoco
 
@@ -110,30 +111,11 @@ def _arm_mjcf(scenario: Scenario, image_size: int) -> str:
 
 
 @dataclass
-class ArmResult:
+class ArmResult(EpisodeOutcome):
     """One arm episode; `outcome`: running | success | collision | timeout | wrong_block."""
 
-    scenario: str
-    seed: int
-    outcome: str = "running"
-    success: bool = False
-    reached: bool = False
-    collision: bool = False
-    timeout: bool = False
     compliant: bool = True
     grasped: str | None = None
-    path_length_m: float = 0.0
-    shortest_m: float = 0.0
-    spl: float = 0.0
-    time_s: float = 0.0
-    final_distance_m: float = math.inf
-
-    @property
-    def done(self) -> bool:
-        return self.outcome != "running"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

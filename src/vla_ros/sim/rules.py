@@ -24,9 +24,8 @@ SIDE_SIGN = {"left": 1.0, "right": -1.0}
 
 
 @dataclass
-class EpisodeResult:
-    """What one episode ended with; `outcome` is running | success | collision | timeout |
-    wrong_side | aborted."""
+class EpisodeOutcome:
+    """What every episode (mobile or arm) ends with; `outcome` is running or how it ended."""
 
     scenario: str
     seed: int
@@ -36,7 +35,6 @@ class EpisodeResult:
     collision: bool = False
     timeout: bool = False
     compliant: bool = False
-    sides: list[str | None] = field(default_factory=list)
     path_length_m: float = 0.0
     shortest_m: float = 0.0
     spl: float = 0.0
@@ -49,6 +47,14 @@ class EpisodeResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class EpisodeResult(EpisodeOutcome):
+    """One mobile episode; `outcome` is running | success | collision | timeout | wrong_side |
+    aborted; `sides` says on which side each box was passed."""
+
+    sides: list[str | None] = field(default_factory=list)
 
 
 def route_frame(layout: Layout) -> tuple[np.ndarray, np.ndarray]:
