@@ -6,6 +6,7 @@ import json
 
 from vla_ros.cli import build_parser
 from vla_ros.learn import pipeline
+from vla_ros.policy.config import PolicyConfig
 
 
 def _summary(success: float) -> dict:
@@ -47,6 +48,23 @@ def test_stages_use_held_out_seeds_and_the_raw_command(tmp_path, monkeypatch):
     def fake_run(name, argv, timings, log):
         calls.append((name, argv))
         timings[name] = 0.0
+        if name == "init":
+            (tmp_path / "model-init").mkdir()
+            PolicyConfig(
+                action_space="mobile3",
+                hidden_size=8,
+                window=6,
+                action_min=(-1.0,) * 3,
+                action_max=(1.0,) * 3,
+                action_scale=(1.0,) * 3,
+            ).save(tmp_path / "model-init")
+        if name == "collect":
+            episodes = [
+                {"bag": str(tmp_path / "demos" / name), "success": ok}
+                for name, ok in (("ok_a", True), ("crashed", False), ("ok_b", True))
+            ]
+            (tmp_path / "demos").mkdir()
+            (tmp_path / "demos" / "demos.json").write_text(json.dumps({"episodes": episodes}))
         if name.startswith("eval"):
             out = tmp_path / name
             out.mkdir(parents=True, exist_ok=True)
@@ -60,6 +78,7 @@ def test_stages_use_held_out_seeds_and_the_raw_command(tmp_path, monkeypatch):
         "init",
         "collect",
         "dataset",
+        "train-trunk",
         "train",
         "train-step-history",
         "eval-event",
@@ -71,7 +90,19 @@ def test_stages_use_held_out_seeds_and_the_raw_command(tmp_path, monkeypatch):
     assert argv["collect"][argv["collect"].index("--seeds") + 1] == str(pipeline.TRAIN_SEED_START)
     assert argv["eval-event"][argv["eval-event"].index("--seeds") + 1] == "0"
     assert "/vla/cmd_raw" in argv["dataset"]
-    assert argv["train"][-1] == "event"
-    assert argv["train-step-history"][-1] == "step"
+    bags = [a for a in argv["dataset"] if a.startswith(str(tmp_path / "demos"))]
+    assert [bag.rsplit("/", 1)[-1] for bag in bags] == ["ok_a", "ok_b"]
+
+    def value(stage, flag):
+        return argv[stage][argv[stage].index(flag) + 1]
+
+    # The trunk learns on single frames; both head stages start from it at the init's window.
+    assert (value("train-trunk", "--recipe"), value("train-trunk", "--window")) == ("full", "1")
+    for stage in ("train", "train-step-history"):
+        assert value(stage, "--recipe") == "head"
+        assert value(stage, "--init") == str(tmp_path / "model-trunk")
+        assert value(stage, "--window") == "6"
+    assert value("train", "--history") == "event"
+    assert value("train-step-history", "--history") == "step"
     assert (tmp_path / "report.md").is_file()
     assert (tmp_path / "report.json").is_file()

@@ -128,6 +128,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="event: history spaced like the event trigger (train as deployed); step: per step",
     )
     train.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="history frames per sample; saved in policy.yaml (default: the init model's)",
+    )
+    train.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="after warm-up: constant, or cosine decay to 0 over --epochs/--max-steps",
+    )
+    train.add_argument(
         "--trigger-params", type=Path, default=None, help="params file (default config/mobile.yaml)"
     )
     train.add_argument(

@@ -2,10 +2,14 @@
 
 Every stage is the user-facing command run as its own process, exactly as a user would type it,
 so the demo proves the commands, not an in-process shortcut. Stages: make the learnable tiny
-model, `sim collect` expert demos on training seeds, `dataset build`, `train` (event-spaced
-history) and the per-step-history ablation, then `sim eval` on held-out seeds event-triggered,
-every-frame, with the ablation model, and in Korean. Wall time per stage, the results table and
-the paths go to `OUT/report.md` and `OUT/report.json`.
+model, `sim collect` expert demos on training seeds, `dataset build` from the successful ones,
+then training in two steps. `train-trunk` fine-tunes the whole model (`--trunk-recipe full` or
+`lora`) on single frames (window 1): a randomly initialised trunk has no features worth keeping,
+and per-frame samples cost one trunk pass instead of a window's. `train` then trains the head's
+LSTM on the trained trunk's cached features with event-spaced history (`--recipe head`), and
+`train-step-history` does the same with per-step history (the ablation). Last, `sim eval` on
+held-out seeds event-triggered, every-frame, with the ablation model, and in Korean. Wall time
+per stage, the results table and the paths go to `OUT/report.md` and `OUT/report.json`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,15 @@ from typing import Any
 
 TRAIN_SEED_START = 1000
 """Demonstrations use seeds from here on; evaluation seeds start at 0, so they never overlap."""
+DATASET_TOPICS = {
+    # The expert's raw command is what the policy replaces; /cmd_vel is it after the safety
+    # node's ramps, which the safety node would then apply a second time.
+    "mobile3": ["--mode", "mobile3", "--action-topic", "/vla/cmd_raw"],
+    "arm7": [
+        "--mode", "arm7", "--action-topic", "/vla/arm_cmd_raw",
+        "--gripper-topic", "/vla/gripper_raw",
+    ],
+}  # fmt: skip
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -40,13 +53,22 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--demo-episodes", type=int, default=6, help="demos per scenario")
     parser.add_argument("--eval-episodes", type=int, default=20, help="held-out seeds per scenario")
     parser.add_argument(
-        "--recipe", choices=("head", "lora", "full"), default="head", help="`train --recipe`"
+        "--trunk-recipe",
+        choices=("full", "lora", "none"),
+        default="full",
+        help="train-trunk stage: `train --recipe` on single frames; none: the head learns on "
+        "the untrained init trunk",
     )
-    parser.add_argument("--epochs", type=int, default=200, help="`train --epochs`")
+    parser.add_argument("--trunk-epochs", type=int, default=3, help="train-trunk `--epochs`")
+    parser.add_argument("--trunk-lr", type=float, default=7e-4, help="train-trunk `--lr`")
     parser.add_argument(
-        "--train-minutes", type=float, default=15.0, help="`train --max-minutes`, per model"
+        "--trunk-minutes", type=float, default=30.0, help="train-trunk `--max-minutes`"
     )
-    parser.add_argument("--lr", type=float, default=1e-3, help="`train --lr`")
+    parser.add_argument("--epochs", type=int, default=30, help="head stages: `train --epochs`")
+    parser.add_argument(
+        "--train-minutes", type=float, default=10.0, help="head stages: `--max-minutes`, each"
+    )
+    parser.add_argument("--lr", type=float, default=1e-3, help="head stages: `train --lr`")
     parser.add_argument("--batch-size", type=int, default=32, help="`train --batch-size`")
     parser.add_argument("--rtf", type=float, default=4.0, help="sim real-time factor")
     parser.add_argument(
@@ -88,14 +110,28 @@ def _row(name: str, summary_path: Path) -> dict[str, Any]:
     }
 
 
+def _successful_bags(demos: Path) -> list[str]:
+    """The bags of the demonstrations that succeeded: a collision is not a behaviour to copy."""
+    index = json.loads((demos / "demos.json").read_text(encoding="utf-8"))
+    episodes = index["episodes"]
+    kept = [e["bag"] for e in episodes if e["success"]]
+    if len(kept) < len(episodes):
+        print(f"   dataset: {len(episodes) - len(kept)} failed demonstration(s) left out")
+    return sorted(kept)
+
+
 def _handle(args: argparse.Namespace) -> int:
+    from vla_ros.sim.scenario import resolve_scenarios
+
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     log = out / "stages.log"
     timings: dict[str, float] = {}
-    init, model, step_model = out / "model-init", out / "model", out / "model-step-history"
+    init, trunk = out / "model-init", out / "model-trunk"
+    model, step_model = out / "model", out / "model-step-history"
     demos, dataset = out / "demos", out / "dataset"
     skip = set(args.skip)
+    robot = resolve_scenarios(args.scenarios)[0].robot
 
     def stage(name: str, argv: list[str], output: Path) -> None:
         if name in skip and output.exists():
@@ -105,7 +141,7 @@ def _handle(args: argparse.Namespace) -> int:
 
     stage(
         "init",
-        ["make-tiny-model", str(init), "--preset", "learnable"],
+        ["make-tiny-model", str(init), "--preset", "learnable", "--mode", robot],
         init / "policy.yaml",
     )
     stage(
@@ -117,30 +153,43 @@ def _handle(args: argparse.Namespace) -> int:
         ],
         demos / "demos.json",
     )  # fmt: skip
-    bags = sorted(str(p) for p in (demos / "bags").iterdir()) if (demos / "bags").is_dir() else []
-    # The expert's raw command is what the policy replaces; /cmd_vel is it after the safety
-    # node's ramps, which the safety node would then apply a second time.
+    bags = _successful_bags(demos) if (demos / "demos.json").is_file() else []
     stage(
         "dataset",
         [
             "dataset", "build", *bags, "--out", str(dataset), "--model-dir", str(init),
-            "--action-topic", "/vla/cmd_raw", "--overwrite",
+            *DATASET_TOPICS[robot], "--overwrite",
         ],
         dataset / "meta.json",
     )  # fmt: skip
-    train_common = [
-        "train", "--dataset", str(dataset), "--init", str(init), "--recipe", args.recipe,
-        "--epochs", str(args.epochs), "--max-minutes", str(args.train_minutes), "--lr",
-        str(args.lr), "--batch-size", str(args.batch_size), "--no-progress", "--overwrite",
-        "--keep-best",
+    common = [
+        "train", "--dataset", str(dataset), "--batch-size", str(args.batch_size),
+        "--no-progress", "--overwrite", "--keep-best",
     ]  # fmt: skip
-    stage(
-        "train", [*train_common, "--out", str(model), "--history", "event"], model / "policy.yaml"
-    )
+    head_init = init
+    if args.trunk_recipe != "none":
+        stage(
+            "train-trunk",
+            [
+                *common, "--init", str(init), "--out", str(trunk), "--recipe",
+                args.trunk_recipe, "--window", "1", "--history", "step", "--epochs",
+                str(args.trunk_epochs), "--max-minutes", str(args.trunk_minutes), "--lr",
+                str(args.trunk_lr), "--warmup-steps", "50", "--lr-schedule", "cosine",
+            ],
+            trunk / "policy.yaml",
+        )  # fmt: skip
+        head_init = trunk
+    window = _window(init)
+    head = [
+        *common, "--init", str(head_init), "--recipe", "head", "--window", str(window),
+        "--epochs", str(args.epochs), "--max-minutes", str(args.train_minutes), "--lr",
+        str(args.lr), "--lr-schedule", "cosine",
+    ]  # fmt: skip
+    stage("train", [*head, "--out", str(model), "--history", "event"], model / "policy.yaml")
     if not args.no_ablation:
         stage(
             "train-step-history",
-            [*train_common, "--out", str(step_model), "--history", "step"],
+            [*head, "--out", str(step_model), "--history", "step"],
             step_model / "policy.yaml",
         )
     evals = [("eval-event", model, "event", "en"), ("eval-every-frame", model, "every-frame", "en")]
@@ -160,11 +209,19 @@ def _handle(args: argparse.Namespace) -> int:
             out / name / "summary.json",
         )  # fmt: skip
     rows = [_row(name, out / name / "summary.json") for name, *_ in evals]
-    report = {"timings_s": timings, "results": rows, "training": _training(model, step_model)}
+    trained = _training(trunk, model, step_model)
+    report = {"timings_s": timings, "results": rows, "training": trained}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (out / "report.md").write_text(_markdown(report), encoding="utf-8")
     print(_markdown(report))
     return 0
+
+
+def _window(model_dir: Path) -> int:
+    """The history window the init model was made with (the head stages train for it)."""
+    from vla_ros.policy.config import PolicyConfig
+
+    return PolicyConfig.load(model_dir).window
 
 
 def _training(*models: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
@@ -52,6 +53,7 @@ CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "training"
 KEEP_CHECKPOINTS = 2
 PROBE_SAMPLES = 256
+LR_SCHEDULES = ("constant", "cosine")
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -80,6 +82,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 0
     history: str = "event"
+    window: int | None = None
+    """History length the head is trained for (default: the init model's)."""
+    lr_schedule: str = "constant"
     trigger_params: str | None = None
     lora_rank: int = 16
     lora_vision: bool = False
@@ -108,6 +113,12 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         if self.recipe not in ("head", "lora", "full"):
             raise ValueError(f"recipe must be head, lora or full, got {self.recipe!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
+        if self.window is not None and self.window < 1:
+            raise ValueError(f"window must be >= 1, got {self.window}")
         for name in ("epochs", "batch_size", "grad_accum", "lora_rank", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -282,8 +293,9 @@ class _Trainer:
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
         )
         if self.accelerator.device.type == "cpu":
-            # Few cores shared by several processes: one intra-op thread each avoids thrashing.
-            torch.set_num_threads(1)
+            # The cores are shared by the processes: more intra-op threads than that thrash.
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+            torch.set_num_threads(max(1, cores // self.accelerator.num_processes))
         set_seed(config.seed)
         self.is_main = self.accelerator.is_main_process
 
@@ -336,8 +348,10 @@ class _Trainer:
             "init": str(init),
             "seed": cfg.seed,
         }
+        window = cfg.window or policy.window
         self.policy = replace(
             policy,
+            window=window,
             action_min=tuple(low),
             action_max=tuple(high),
             action_scale=(1.0,) * policy.motion_dof,
@@ -363,7 +377,7 @@ class _Trainer:
             self.sets[name] = SampleSet(
                 split,
                 normalized.astype(np.float32),
-                policy.window,
+                window,
                 policy.chunk,
                 cadence,
                 cfg.seed,
@@ -456,9 +470,8 @@ class _Trainer:
         acc = self.accelerator
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        warmup = max(1, cfg.warmup_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / warmup)
+            optimizer, _lr_factor(cfg, self._planned_steps())
         )
         loaders = {
             name: torch.utils.data.DataLoader(
@@ -501,8 +514,7 @@ class _Trainer:
             if cfg.max_minutes
             else None
         )
-        steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
-        total = cfg.max_steps or cfg.epochs * steps_per_epoch
+        total = self._planned_steps()
         progress = _Progress(cfg.progress and self.is_main, total, state["step"])
         if "initial_val_loss" not in state:
             state["initial_val_loss"] = self._validate(model, val_loader)[0]
@@ -573,6 +585,14 @@ class _Trainer:
         if writer is not None:
             writer.close()
         return TrainResult(self.out, state["step"], val_loss, val_nrmse, samples_per_s)
+
+    def _planned_steps(self) -> int:
+        """Optimizer steps of the whole run (what a cosine schedule decays over)."""
+        cfg = self.config
+        per_process = math.ceil(
+            len(self.sets["train"]) / (cfg.batch_size * self.accelerator.num_processes)
+        )
+        return cfg.max_steps or cfg.epochs * math.ceil(per_process / cfg.grad_accum)
 
     @torch.no_grad()
     def _validate(
@@ -707,6 +727,22 @@ class _Trainer:
         }
         (self.out / LOG_DIR / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         _plot_curves(self.out / LOG_DIR)
+
+
+def _lr_factor(config: TrainConfig, total_steps: int) -> Any:
+    """Linear warm-up, then constant or a cosine decay to zero at the planned last step (a
+    pure function of the step, so every rank and a resumed run use the same rate)."""
+    warmup = max(1, config.warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
 
 
 def _gather_strings(acc: Any, text: str) -> list[str]:
