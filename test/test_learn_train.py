@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -13,7 +14,7 @@ from vla_ros.cli import main
 from vla_ros.learn.build import build_dataset
 from vla_ros.learn.spec import DatasetError, DatasetSpec
 from vla_ros.learn.store import Dataset
-from vla_ros.learn.train import TrainConfig, robovlms_loss, train
+from vla_ros.learn.train import TrainConfig, _lr_factor, robovlms_loss, train
 from vla_ros.policy.config import PolicyConfig
 from vla_ros.policy.model import VLAPolicy
 
@@ -66,6 +67,34 @@ def test_loss_is_huber_plus_masked_bce():
     assert motion_loss.item() == pytest.approx((0.125 + 2.5) / 2)  # Huber: quadratic, then linear
     assert gripper_loss.item() == pytest.approx(np.log(2.0), rel=1e-6)
     assert total.item() == pytest.approx(motion_loss.item() + 0.01 * np.log(2.0), rel=1e-6)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_planned_end(tmp_path):
+    cosine = _lr_factor(_config("d", "i", "o", warmup_steps=10, lr_schedule="cosine"), 110)
+    constant = _lr_factor(_config("d", "i", "o", warmup_steps=10), 110)
+    assert [cosine(step) for step in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert [constant(step) for step in (0, 9, 60, 500)] == pytest.approx([0.1, 1.0, 1.0, 1.0])
+    decay = [cosine(step) for step in range(10, 111)]
+    assert decay[0] == pytest.approx(1.0)
+    assert decay[50] == pytest.approx(0.5)
+    assert decay[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in itertools.pairwise(decay))
+    assert cosine(1000) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        _config("d", "i", "o", lr_schedule="linear")
+    with pytest.raises(ValueError, match="window"):
+        _config("d", "i", "o", window=0)
+
+
+def test_window_override_trains_and_saves_that_history_length(dataset, learnable, tmp_path):
+    out = tmp_path / "single-frame"
+    train(_config(dataset, learnable, out, recipe="full", window=1, max_steps=2))
+    assert PolicyConfig.load(learnable).window != 1
+    assert PolicyConfig.load(out).window == 1
+    policy = VLAPolicy.from_pretrained(out)
+    for _ in range(3):
+        policy.step(blob_frame(0.2, 64), "steer left")
+    assert len(policy.features) == 1
 
 
 def test_head_recipe_writes_a_model_the_policy_loads(dataset, learnable, tmp_path):

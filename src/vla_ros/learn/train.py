@@ -470,8 +470,10 @@ class _Trainer:
         acc = self.accelerator
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # Accelerate steps a prepared scheduler once per process on every optimizer step, so
+        # the schedule counts optimizer steps times processes.
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, _lr_factor(cfg, self._planned_steps())
+            optimizer, _lr_factor(cfg, self._planned_steps() * acc.num_processes)
         )
         loaders = {
             name: torch.utils.data.DataLoader(
