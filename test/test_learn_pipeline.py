@@ -78,6 +78,7 @@ def test_stages_use_held_out_seeds_and_the_raw_command(tmp_path, monkeypatch):
         "init",
         "collect",
         "dataset",
+        "train-probe",
         "train-trunk",
         "train",
         "train-step-history",
@@ -89,15 +90,20 @@ def test_stages_use_held_out_seeds_and_the_raw_command(tmp_path, monkeypatch):
     argv = dict(calls)
     assert argv["collect"][argv["collect"].index("--seeds") + 1] == str(pipeline.TRAIN_SEED_START)
     assert argv["eval-event"][argv["eval-event"].index("--seeds") + 1] == "0"
-    assert "/vla/cmd_raw" in argv["dataset"]
+    assert "/vla/cmd_expert" in argv["dataset"]
     bags = [a for a in argv["dataset"] if a.startswith(str(tmp_path / "demos"))]
     assert [bag.rsplit("/", 1)[-1] for bag in bags] == ["ok_a", "ok_b"]
 
     def value(stage, flag):
         return argv[stage][argv[stage].index(flag) + 1]
 
-    # The trunk learns on single frames; both head stages start from it at the init's window.
+    # The head is fitted on the random trunk first (so the trunk does not collapse to the mean),
+    # the trunk then learns from it on single frames; both head stages start from the trunk at
+    # the init's window.
+    assert (value("train-probe", "--recipe"), value("train-probe", "--window")) == ("head", "1")
+    assert value("train-probe", "--init") == str(tmp_path / "model-init")
     assert (value("train-trunk", "--recipe"), value("train-trunk", "--window")) == ("full", "1")
+    assert value("train-trunk", "--init") == str(tmp_path / "model-probe")
     for stage in ("train", "train-step-history"):
         assert value(stage, "--recipe") == "head"
         assert value(stage, "--init") == str(tmp_path / "model-trunk")

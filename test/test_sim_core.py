@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from vla_ros.sim.expert import NoiseConfig, run_expert
+from vla_ros.sim.expert import ExpertConfig, MobileExpert, NoiseConfig, run_expert
 from vla_ros.sim.rules import MobileEpisode
 from vla_ros.sim.scenario import (
     ROBOT_RADIUS_M,
@@ -147,6 +147,27 @@ def test_the_noisy_expert_deviates_and_recovers(worlds) -> None:
     n = min(len(clean), len(noisy))
     deviation = max(math.dist(a[:2], b[:2]) for a, b in zip(clean[:n], noisy[:n], strict=True))
     assert deviation > 0.05
+
+
+def test_the_noisy_experts_label_is_the_clean_command_for_the_same_pose(worlds) -> None:
+    """Demonstrations teach the label: on the noisy expert's own (perturbed) path, a clean
+    expert given the same poses wants exactly the label, and the label differs from the
+    executed (noisy) command where the noise acts."""
+    world = worlds["1box_vert_left"]
+    layout = world.reset(5)
+    noisy = MobileExpert(world.scenario, layout, noise=NoiseConfig(burst_rate_hz=1.0), seed=5)
+    clean = MobileExpert(
+        world.scenario, layout, config=ExpertConfig(max_accel=1e9, max_turn_accel=1e9)
+    )
+    gaps = []
+    for _ in range(200):
+        pose = world.odom().pose
+        executed = noisy.command(pose, world.dt)
+        assert clean.command(pose, world.dt) == pytest.approx(noisy.label, abs=1e-9)
+        gaps.append(abs(executed[2] - noisy.label[2]))
+        if world.step(executed).done:
+            break
+    assert max(gaps) > 0.2
 
 
 def test_same_seed_same_first_frames_and_same_trajectory(worlds) -> None:

@@ -252,3 +252,42 @@ def test_the_camera_can_be_published_as_jpeg(ros_context, spin_until) -> None:
     assert frames[-1].format == "jpeg"
     assert image.shape == (96, 96, 3)
     assert frames[-1].header.stamp.sec + frames[-1].header.stamp.nanosec > 0
+
+
+def test_the_clock_holds_for_an_inference_longer_than_the_stated_latency(
+    ros_context, spin_until
+) -> None:
+    import rclpy
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Bool
+
+    from vla_ros.nodes.common import LATCHED_QOS, make_executor
+    from vla_ros.nodes.sim_node import SimNode
+
+    sim = SimNode(
+        context=ros_context,
+        parameter_overrides=[
+            Parameter("real_time_factor", value=4.0),
+            Parameter("inference_latency_s", value=0.1),
+            Parameter("inference_timeout_s", value=60.0),
+        ],
+    )
+    probe = rclpy.create_node("busy_probe", context=ros_context)
+    busy = probe.create_publisher(Bool, "/vla/busy", LATCHED_QOS)
+    executor = make_executor(ros_context)
+    for node in (sim, probe):
+        executor.add_node(node)
+    try:
+        assert spin_until(executor, lambda: sim.time_s > 1.0, 20.0)
+        busy.publish(Bool(data=True))
+        assert spin_until(executor, lambda: sim.policy_hold.holds > 0, 20.0)
+        held_at = sim.time_s
+        assert spin_until(executor, lambda: sim.policy_hold.holds > 50, 20.0)
+        assert sim.time_s == held_at
+        busy.publish(Bool(data=False))
+        assert spin_until(executor, lambda: sim.time_s > held_at + 0.5, 20.0)
+        assert sim.policy_hold.timeouts == 0
+    finally:
+        for node in (sim, probe):
+            executor.remove_node(node)
+            node.destroy_node()

@@ -316,8 +316,9 @@ class InferenceCore:
         with self._wake:
             self._closed = False
 
-    def work_once(self) -> Outcome | None:
-        """Clear the policy history if due and run the inference the trigger calls for, if any."""
+    def work_once(self, on_start: Callable[[], None] | None = None) -> Outcome | None:
+        """Clear the policy history if due and run the inference the trigger calls for, if any;
+        `on_start` is called just before the policy runs (the node announces it is computing)."""
         loop_perf = self._perf()
         with self._lock:
             origin_perf = max(self._signal_perf, loop_perf) if self._signalled else loop_perf
@@ -338,6 +339,8 @@ class InferenceCore:
                 return self._finish(job, None, f"reset: {type(exc).__name__}: {exc}", 0.0)
         if job is None:
             return None
+        if on_start is not None:
+            on_start()
         started = self._perf()
         try:
             chunk: ActionChunk | None = self.policy.step(

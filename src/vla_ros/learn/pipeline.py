@@ -2,12 +2,16 @@
 
 Every stage is the user-facing command run as its own process, exactly as a user would type it,
 so the demo proves the commands, not an in-process shortcut. Stages: make the learnable tiny
-model, `sim collect` expert demos on training seeds, `dataset build` from the successful ones,
-then training in two steps. `train-trunk` fine-tunes the whole model (`--trunk-recipe full` or
-`lora`) on single frames (window 1): a randomly initialised trunk has no features worth keeping,
-and per-frame samples cost one trunk pass instead of a window's. `train` then trains the head's
-LSTM on the trained trunk's cached features with event-spaced history (`--recipe head`), and
-`train-step-history` does the same with per-step history (the ablation). Last, `sim eval` on
+model, `sim collect` expert demos on training seeds, `dataset build` from the successful ones
+(labelled with the expert's clean command), then training in three steps, all but the last on
+single frames (window 1: per-frame samples cost one trunk pass instead of a window's).
+`train-probe` fits the head alone on the frozen random trunk first: fine-tuning everything
+from a random head makes the trunk collapse to one constant feature (the quickest way to the
+mean action), after which neither the image nor the instruction reaches the head; with the
+mean already in the head, `train-trunk` (`--trunk-recipe full` or `lora`) learns the features.
+`train` then trains the head's LSTM on the trained trunk's cached features with event-spaced
+history (`--recipe head`), and `train-step-history` does the same with per-step history (the
+ablation). Last, `sim eval` on
 held-out seeds event-triggered, every-frame, with the ablation model, and in Korean. Wall time
 per stage, the results table and the paths go to `OUT/report.md` and `OUT/report.json`.
 """
@@ -25,9 +29,9 @@ from typing import Any
 TRAIN_SEED_START = 1000
 """Demonstrations use seeds from here on; evaluation seeds start at 0, so they never overlap."""
 DATASET_TOPICS = {
-    # The expert's raw command is what the policy replaces; /cmd_vel is it after the safety
-    # node's ramps, which the safety node would then apply a second time.
-    "mobile3": ["--mode", "mobile3", "--action-topic", "/vla/cmd_raw"],
+    # The expert's clean command for each pose: its raw command carries the injected noise, and
+    # /cmd_vel is that after the safety node's ramps, which would then be applied twice.
+    "mobile3": ["--mode", "mobile3", "--action-topic", "/vla/cmd_expert"],
     "arm7": [
         "--mode", "arm7", "--action-topic", "/vla/arm_cmd_raw",
         "--gripper-topic", "/vla/gripper_raw",
@@ -50,7 +54,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         default="mobile",
         help="scenarios for collect and eval: file, built-in name, comma list or suite",
     )
-    parser.add_argument("--demo-episodes", type=int, default=6, help="demos per scenario")
+    parser.add_argument("--demo-episodes", type=int, default=25, help="demos per scenario")
     parser.add_argument("--eval-episodes", type=int, default=20, help="held-out seeds per scenario")
     parser.add_argument(
         "--trunk-recipe",
@@ -59,8 +63,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="train-trunk stage: `train --recipe` on single frames; none: the head learns on "
         "the untrained init trunk",
     )
-    parser.add_argument("--trunk-epochs", type=int, default=3, help="train-trunk `--epochs`")
-    parser.add_argument("--trunk-lr", type=float, default=7e-4, help="train-trunk `--lr`")
+    parser.add_argument("--probe-epochs", type=int, default=2, help="train-probe `--epochs`")
+    parser.add_argument("--trunk-epochs", type=int, default=12, help="train-trunk `--epochs`")
+    parser.add_argument("--trunk-lr", type=float, default=5e-4, help="train-trunk `--lr`")
     parser.add_argument(
         "--trunk-minutes", type=float, default=30.0, help="train-trunk `--max-minutes`"
     )
@@ -70,7 +75,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--lr", type=float, default=1e-3, help="head stages: `train --lr`")
     parser.add_argument("--batch-size", type=int, default=32, help="`train --batch-size`")
-    parser.add_argument("--rtf", type=float, default=4.0, help="sim real-time factor")
+    parser.add_argument("--rtf", type=float, default=4.0, help="sim real-time factor of the evals")
+    parser.add_argument(
+        "--collect-rtf", type=float, default=8.0, help="sim real-time factor of the demos"
+    )
     parser.add_argument(
         "--skip", nargs="*", default=[], help="stages to skip when their output exists"
     )
@@ -127,7 +135,7 @@ def _handle(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     log = out / "stages.log"
     timings: dict[str, float] = {}
-    init, trunk = out / "model-init", out / "model-trunk"
+    init, probe, trunk = out / "model-init", out / "model-probe", out / "model-trunk"
     model, step_model = out / "model", out / "model-step-history"
     demos, dataset = out / "demos", out / "dataset"
     skip = set(args.skip)
@@ -149,7 +157,7 @@ def _handle(args: argparse.Namespace) -> int:
         [
             "sim", "collect", "--scenarios", args.scenarios, "--episodes",
             str(args.demo_episodes), "--seeds", str(TRAIN_SEED_START), "--out", str(demos),
-            "--rtf", str(args.rtf), "--language", "both",
+            "--rtf", str(args.collect_rtf), "--language", "both",
         ],
         demos / "demos.json",
     )  # fmt: skip
@@ -168,13 +176,22 @@ def _handle(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     head_init = init
     if args.trunk_recipe != "none":
+        single_frames = ["--window", "1", "--history", "step"]
+        stage(
+            "train-probe",
+            [
+                *common, "--init", str(init), "--out", str(probe), "--recipe", "head",
+                *single_frames, "--epochs", str(args.probe_epochs), "--lr", str(args.lr),
+            ],
+            probe / "policy.yaml",
+        )  # fmt: skip
         stage(
             "train-trunk",
             [
-                *common, "--init", str(init), "--out", str(trunk), "--recipe",
-                args.trunk_recipe, "--window", "1", "--history", "step", "--epochs",
-                str(args.trunk_epochs), "--max-minutes", str(args.trunk_minutes), "--lr",
-                str(args.trunk_lr), "--warmup-steps", "50", "--lr-schedule", "cosine",
+                *common, "--init", str(probe), "--out", str(trunk), "--recipe",
+                args.trunk_recipe, *single_frames, "--epochs", str(args.trunk_epochs),
+                "--max-minutes", str(args.trunk_minutes), "--lr", str(args.trunk_lr),
+                "--warmup-steps", "100", "--lr-schedule", "cosine",
             ],
             trunk / "policy.yaml",
         )  # fmt: skip
@@ -209,7 +226,7 @@ def _handle(args: argparse.Namespace) -> int:
             out / name / "summary.json",
         )  # fmt: skip
     rows = [_row(name, out / name / "summary.json") for name, *_ in evals]
-    trained = _training(trunk, model, step_model)
+    trained = _training(probe, trunk, model, step_model)
     report = {"timings_s": timings, "results": rows, "training": trained}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (out / "report.md").write_text(_markdown(report), encoding="utf-8")

@@ -3,7 +3,8 @@
 Reads the episode (scenario, layout, state) from the sim's latched `~/episode` JSON and the pose
 (`odom` for mobile3, `vla/ee_pose` for arm7), and publishes the expert's commands at
 `control_rate_hz` (node clock, so sim time) exactly where the inference node would: raw Twists
-on `vla/cmd_raw` (mobile3) or a TwistStamped on `vla/arm_cmd_raw` plus the gripper on
+on `vla/cmd_raw` (mobile3, with the clean command for the same pose, the training label, on
+`vla/cmd_expert`) or a TwistStamped on `vla/arm_cmd_raw` plus the gripper on
 `vla/gripper_raw` (arm7), so the safety node limits them like any policy output. Zero whenever
 no episode is running. Like the inference node with an instruction, it holds `vla/active` true
 while an episode runs: the safety node takes the `vla` input only while that is so.
@@ -44,6 +45,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("episode_topic", "vla_sim/episode", "the sim's episode JSON", read_only=True),
     ParamSpec("odom_topic", "odom", "nav_msgs/Odometry", read_only=True),
     ParamSpec("cmd_topic", "vla/cmd_raw", "raw Twist to the safety node", read_only=True),
+    ParamSpec(
+        "label_topic",
+        "vla/cmd_expert",
+        "mobile3: the clean command for the current pose (the training label under noise)",
+        read_only=True,
+    ),
     ParamSpec("ee_pose_topic", "vla/ee_pose", "arm7 end-effector pose", read_only=True),
     ParamSpec("arm_cmd_topic", "vla/arm_cmd_raw", "arm7 raw TwistStamped", read_only=True),
     ParamSpec("gripper_topic", "vla/gripper_raw", "arm7 raw gripper command", read_only=True),
@@ -56,6 +63,7 @@ TOPICS = (
     "episode_topic",
     "odom_topic",
     "cmd_topic",
+    "label_topic",
     "ee_pose_topic",
     "arm_cmd_topic",
     "active_topic",
@@ -108,6 +116,7 @@ class ExpertNode(Node):
         self._last_t: float | None = None
         cfg = self._cfg
         self._pub = self.create_publisher(Twist, cfg["cmd_topic"], COMMAND_QOS)
+        self._label_pub = self.create_publisher(Twist, cfg["label_topic"], COMMAND_QOS)
         self._arm_pub = self.create_publisher(TwistStamped, cfg["arm_cmd_topic"], COMMAND_QOS)
         self._gripper_pub = self.create_publisher(Float64, cfg["gripper_topic"], COMMAND_QOS)
         self._active_pub = self.create_publisher(Bool, cfg["active_topic"], LATCHED_QOS)
@@ -164,6 +173,7 @@ class ExpertNode(Node):
     def _on_control(self) -> None:
         now = self.get_clock().now()
         twist = Twist()
+        label = Twist()
         gripper = None
         with self._lock:
             expert = self._expert if self._running else None
@@ -180,9 +190,11 @@ class ExpertNode(Node):
                 self._last_t = t
                 vx, vy, wz = expert.command(self._pose, dt)
                 twist.linear.x, twist.linear.y, twist.angular.z = vx, vy, wz
+                label.linear.x, label.linear.y, label.angular.z = expert.label
             arm = isinstance(self._expert, ArmExpert)
         if not arm:
             self._pub.publish(twist)
+            self._label_pub.publish(label)
             return
         stamped = TwistStamped(twist=twist)
         stamped.header.stamp = now.to_msg()

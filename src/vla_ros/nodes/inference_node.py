@@ -80,6 +80,7 @@ TOPIC_PARAMS: tuple[tuple[str, str, str], ...] = (
     ("path_topic", "vla/predicted_path", "nav_msgs/Path of the last chunk, for RViz/Foxglove"),
     ("action_chunk_topic", "vla/action_chunk", "full predicted chunk, for logging"),
     ("event_topic", "vla/inference_event", "one JSON line per inference, for logging"),
+    ("busy_topic", "vla/busy", "std_msgs/Bool (latched): true while the model computes"),
     ("trigger_service", "vla/trigger", "std_srvs/Trigger: run an inference now"),
     ("reset_service", "vla/reset", "std_srvs/Trigger: clear policy history and chunk"),
     ("diagnostics_topic", "/diagnostics", "diagnostic_msgs/DiagnosticArray at 1 Hz"),
@@ -252,6 +253,8 @@ class InferenceNode(ManagedNode):
         self._event_pub = pub(String, "event_topic")
         self._path_pub = pub(Path, "path_topic")
         self._active_pub = pub(Bool, "active_topic", LATCHED_QOS)
+        self._busy_pub = pub(Bool, "busy_topic", LATCHED_QOS)
+        self._busy_pub.publish(Bool(data=False))
         self._diag_pub = pub(DiagnosticArray, "diagnostics_topic")
         self._space = action_spaces.get(spec.action_space)
         if self._space.gripper:
@@ -424,13 +427,15 @@ class InferenceNode(ManagedNode):
         core = self._core
         assert core is not None
         while core.wait_for_work():
-            outcome = core.work_once()
+            outcome = core.work_once(on_start=lambda: self._busy_pub.publish(Bool(data=True)))
             if outcome is None:
                 continue
             try:
                 self._publish_outcome(outcome)
             except Exception as exc:  # a transport failure must not end the worker
                 self.get_logger().error(f"cannot publish an inference result: {exc!r}")
+            finally:
+                self._busy_pub.publish(Bool(data=False))
 
     def _publish_outcome(self, outcome: Outcome) -> None:
         if outcome.status == "error":

@@ -10,7 +10,11 @@ rendering never blocks the executor. Commands are the safety node's outputs; one
 `command_timeout_s` counts as zero, as a base controller's own watchdog does. With `sync_lag_s`
 > 0 the clock waits (up to `sync_timeout_s` wall) for the controller when its last command is
 older than that, so a loaded machine slows the sim down instead of starving the
-stack of sim time (the evaluation turns this on; a free-running sim is the default).
+stack of sim time (the evaluation turns this on; a free-running sim is the default). With
+`inference_latency_s` >= 0 the clock also holds while the inference node reports `vla/busy` for
+longer than that many sim seconds: every inference then costs the same sim time whatever the
+machine's load, so a closed-loop result measures the policy at a stated latency (the deployed
+one), not this computer's speed.
 
 Episodes: `~/reset` (std_srvs/Trigger) starts the scenario and seed in the `scenario`/`seed`
 parameters (set them first to choose). After a reset the robot is held at its new start pose
@@ -38,7 +42,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image, LaserScan
-from std_msgs.msg import Float64, String
+from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import Trigger
 
 from vla_ros.nodes.common import (
@@ -66,6 +70,7 @@ TOPIC_PARAMS: tuple[tuple[str, str, str], ...] = (
     ("ee_pose_topic", "vla/ee_pose", "arm7: geometry_msgs/PoseStamped of the end effector"),
     ("instruction_topic", "vla/instruction", "the scenario's instruction (latched)"),
     ("episode_topic", "~/episode", "episode state and result, JSON (latched)"),
+    ("busy_topic", "vla/busy", "std_msgs/Bool: the inference node is computing"),
 )
 
 PARAMS: tuple[ParamSpec, ...] = (
@@ -98,6 +103,20 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "sync_timeout_s", 0.5, "longest wall-clock hold before stepping anyway", min=0.01, max=60.0
     ),
+    ParamSpec(
+        "inference_latency_s",
+        -1.0,
+        "sim seconds an inference may take before the clock holds for it; < 0 = free running",
+        min=-1.0,
+        max=10.0,
+    ),
+    ParamSpec(
+        "inference_timeout_s",
+        10.0,
+        "longest wall-clock hold for one inference before stepping anyway",
+        min=0.01,
+        max=600.0,
+    ),
     ParamSpec("publish_instruction", True, "publish the scenario instruction while running"),
     ParamSpec("autostart", True, "start an episode at start-up"),
     *(
@@ -119,6 +138,31 @@ def _xyz(vector: Any) -> tuple[float, float, float]:
 
 def _stamp(t: float) -> Any:
     return Time(nanoseconds=round(t * 1e9)).to_msg()
+
+
+class ClockHold:
+    """A hold of the sim clock that gives up after a wall-clock timeout; counts both."""
+
+    def __init__(self) -> None:
+        self.holds = 0
+        self.timeouts = 0
+        self._since: float | None = None
+
+    def holding(self, timeout_s: float) -> bool:
+        """True while the hold (started by the first call since `release`) is younger than
+        `timeout_s`; False once, when it times out, and the hold is released."""
+        wall = time.monotonic()
+        if self._since is None:
+            self._since = wall
+        if wall - self._since < timeout_s:
+            self.holds += 1
+            return True
+        self.timeouts += 1
+        self._since = None
+        return False
+
+    def release(self) -> None:
+        self._since = None
 
 
 class _FrameWorker:
@@ -227,9 +271,9 @@ class SimNode(Node):
         self._next_camera = 0.0
         self._next_scan = 0.0
         self._instruction = ""
-        self._held_since: float | None = None
-        self.sync_holds = 0
-        self.sync_timeouts = 0
+        self._busy_since: float | None = None
+        self.controller_hold = ClockHold()
+        self.policy_hold = ClockHold()
         self._episode_frames = 0
         self.episodes: list[dict[str, Any]] = []
 
@@ -247,6 +291,7 @@ class SimNode(Node):
         self.create_subscription(Twist, cfg["cmd_topic"], self._on_cmd, COMMAND_QOS)
         self.create_subscription(TwistStamped, cfg["servo_topic"], self._on_servo, COMMAND_QOS)
         self.create_subscription(Float64, cfg["gripper_topic"], self._on_gripper, COMMAND_QOS)
+        self.create_subscription(Bool, cfg["busy_topic"], self._on_busy, LATCHED_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self._frames = _FrameWorker(self, image_pub, cfg["compressed"])
         self._timer = self.create_timer(self._period(cfg.values), self._on_step)
@@ -338,8 +383,8 @@ class SimNode(Node):
                 "blocks": [list(block) for block in layout.blocks],
             },
             "frames": self._episode_frames,
-            "sync_holds": self.sync_holds,
-            "sync_timeouts": self.sync_timeouts,
+            "sync_holds": self.controller_hold.holds,
+            "sync_timeouts": self.controller_hold.timeouts,
             "result": world.result.as_dict(),
         }
         if self._state == "done":
@@ -370,21 +415,32 @@ class SimNode(Node):
         safety node going silent), hold the clock until its next command, for a bounded time."""
         lag = self._cfg["sync_lag_s"]
         if lag <= 0.0 or self.time_s - self._command_t <= lag or self._command_t == -math.inf:
-            self._held_since = None
+            self.controller_hold.release()
             return False
-        wall = time.monotonic()
-        if self._held_since is None:
-            self._held_since = wall
-        if wall - self._held_since < self._cfg["sync_timeout_s"]:
-            self.sync_holds += 1
+        return self.controller_hold.holding(self._cfg["sync_timeout_s"])
+
+    def _on_busy(self, msg: Bool) -> None:
+        with self._lock:
+            if not msg.data:
+                self._busy_since = None
+                self.policy_hold.release()
+            elif self._busy_since is None:
+                self._busy_since = self.time_s
+
+    def _waiting_for_policy(self) -> bool:
+        """Policy lockstep: an inference past `inference_latency_s` sim seconds holds the clock
+        until it ends, for at most `inference_timeout_s` wall seconds."""
+        latency = self._cfg["inference_latency_s"]
+        if latency < 0.0 or self._busy_since is None or self.time_s - self._busy_since < latency:
+            return False
+        if self.policy_hold.holding(self._cfg["inference_timeout_s"]):
             return True
-        self.sync_timeouts += 1
-        self._held_since = None
+        self._busy_since = None
         return False
 
     def _on_step(self) -> None:
         with self._lock:
-            if self._waiting_for_controller():
+            if self._waiting_for_policy() or self._waiting_for_controller():
                 return
             dt = self._cfg["step_dt"]
             self._steps += 1

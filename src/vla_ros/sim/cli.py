@@ -39,6 +39,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="--driver policy: run the VLM on events or on every camera frame",
     )
     evaluate.add_argument(
+        "--latency",
+        type=float,
+        default=0.1,
+        help="--driver policy: sim seconds every inference takes (the clock holds for a slower "
+        "one, so the result does not depend on this machine's load); negative: free running",
+    )
+    evaluate.add_argument(
         "--language", choices=[*LANGUAGES, "both"], default="en", help="instruction language"
     )
     evaluate.set_defaults(handler=_eval)
@@ -121,6 +128,7 @@ def _eval(args: argparse.Namespace) -> int:
         model_dir=args.model_dir,
         backend=args.backend or "",
         trigger=args.trigger,
+        inference_latency_s=args.latency,
     )
     summary = run_eval(options, progress=_progress)  # type: ignore[arg-type]
     print_summary(summary)

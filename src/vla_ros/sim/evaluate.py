@@ -31,7 +31,7 @@ ROBOT_TOPICS = {
         "output": "/cmd_vel",
         "raw": "/vla/cmd_raw",
         "record": ("/cmd_vel", "/vla/cmd_raw", "/odom"),
-        "demo": ("/scan",),
+        "demo": ("/scan", "/vla/cmd_expert"),
     },
     "arm7": {
         "output": "/servo_node/delta_twist_cmds",
@@ -60,9 +60,10 @@ STACK_MODE = {"mobile3": "mobile", "arm7": "arm"}
 
 def record_topics(robot: str, demonstrations: bool = False) -> tuple[str, ...]:
     """What an episode bag holds. Demonstrations (`sim collect`) add the camera (rgb8 at the
-    model size, 10 Hz) and the lidar scan: with the instruction (latched, once per episode),
-    the safety node's command output (50 Hz), the expert's raw command (20 Hz), odometry or the
-    end-effector pose (50 Hz) and the episode status, what a real robot would log."""
+    model size, 10 Hz), the lidar scan and the mobile expert's clean label: with the
+    instruction (latched, once per episode), the safety node's command output (50 Hz), the
+    expert's raw command (20 Hz), odometry or the end-effector pose (50 Hz) and the episode
+    status, what a real robot would log."""
     topics = ROBOT_TOPICS[robot]
     extra = ("/camera/image_raw", *topics["demo"]) if demonstrations else ()
     return (*topics["record"], *COMMON_TOPICS, *extra)
@@ -86,6 +87,8 @@ class EvalOptions:
     backend: str = ""
     """Trunk backend of the policy (empty: the parameter file's, i.e. torch)."""
     trigger: str = "event"
+    inference_latency_s: float = 0.1
+    """Sim seconds an inference may take before the sim holds its clock for it (< 0: never)."""
     languages: Sequence[str] = ("en",)
     real_time_factor: float = 1.0
     noise: bool = False
@@ -327,7 +330,7 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
     stop = threading.Event()
     wall_start = time.monotonic()
     sim_s = 0.0
-    sync = (0, 0)
+    sync = (0, 0, 0, 0)
     try:
         sim = SimNode(
             context=context,
@@ -335,6 +338,12 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
                 Parameter("autostart", value=False),
                 Parameter("real_time_factor", value=float(options.real_time_factor)),
                 Parameter("sync_lag_s", value=SYNC_LAG_S),
+                Parameter(
+                    "inference_latency_s",
+                    value=float(options.inference_latency_s)
+                    if options.driver == "policy"
+                    else -1.0,
+                ),
                 Parameter("time_limit_s", value=float(options.time_limit_s or 0.0)),
             ],
         )
@@ -393,7 +402,9 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
         stop.set()
     finally:
         sim_s = nodes[0].time_s if nodes else 0.0
-        sync = (nodes[0].sync_holds, nodes[0].sync_timeouts) if nodes else (0, 0)
+        if nodes:
+            holds = (nodes[0].controller_hold, nodes[0].policy_hold)
+            sync = (holds[0].holds, holds[0].timeouts, holds[1].holds, holds[1].timeouts)
         for spinner in reversed(spinners):
             spinner.close()
         for node in reversed(nodes):
@@ -402,7 +413,13 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
             rclpy.shutdown(context=context)
     summary = summarise(records, options)
     wall_s = time.monotonic() - wall_start
-    summary["sync"] = {"holds": sync[0], "timeouts": sync[1]}
+    summary["sync"] = {
+        "holds": sync[0],
+        "timeouts": sync[1],
+        "inference_latency_s": options.inference_latency_s if options.driver == "policy" else None,
+        "inference_holds": sync[2],
+        "inference_timeouts": sync[3],
+    }
     summary["throughput"] = {
         "wall_s": round(wall_s, 1),
         "sim_s": round(sim_s, 1),

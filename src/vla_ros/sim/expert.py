@@ -7,7 +7,8 @@ is large, slowing down near the goal and holding the acceleration the safety nod
 
 Noise injection (`ExpertNoise`) perturbs the commands with smooth random noise and short
 "drift" bursts while the robot is clear of the boxes, so recorded demonstrations contain
-deviations and the expert's recoveries from them. Everything is a function of the seed.
+deviations and the expert's recoveries from them; `label` is the clean command for the same
+pose, so a policy learns the recovery, not the noise. Everything is a function of the seed.
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ class MobileExpert:
         self._ou = np.zeros(2)
         self._burst_left_s = 0.0
         self._burst_turn = 0.0
+        self.label: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        """The clean command for the latest pose (no noise, no ramp): what a demonstration
+        should teach, also while the noise has pushed the robot off the plan."""
 
     def _project(self, xy: np.ndarray) -> tuple[int, float]:
         """Nearest point on the remaining path (segments never go backwards)."""
@@ -127,7 +131,8 @@ class MobileExpert:
         xy = np.array(pose[:2])
         goal = self.waypoints[-1]
         distance = float(np.linalg.norm(goal - xy))
-        if distance <= self.scenario.goal_tolerance_m * 0.5:
+        arrived = distance <= self.scenario.goal_tolerance_m * 0.5
+        if arrived:
             wanted = np.zeros(2)
         else:
             target = self._lookahead(xy)
@@ -139,9 +144,10 @@ class MobileExpert:
                 speed = cfg.max_speed * math.cos(error) ** 2
                 speed = min(speed, cfg.max_speed * max(0.25, distance / cfg.goal_slowdown_m))
             wanted = np.array([speed, turn])
-            if self._noise is not None:
-                wanted = wanted + self._perturb(xy, dt)
-                wanted[0] = max(0.0, wanted[0])
+        self.label = (float(wanted[0]), 0.0, float(wanted[1]))
+        if self._noise is not None and not arrived:
+            wanted = wanted + self._perturb(xy, dt)
+            wanted[0] = max(0.0, wanted[0])
         limits = np.array([cfg.max_accel, cfg.max_turn_accel]) * max(dt, 1e-6)
         self._last = self._last + np.clip(wanted - self._last, -limits, limits)
         return (float(self._last[0]), 0.0, float(self._last[1]))
