@@ -409,3 +409,18 @@ def test_readme_backend_walkthrough_runs_as_written(tmp_path):
         watchdog.cancel()
         stack.terminate()
         stack.communicate(timeout=30)
+
+
+def test_calibration_pairs_frames_with_the_instruction_topic_only(tmp_path):
+    """Other String topics (the sim's episode JSON, inference events) are not instructions."""
+    from vla_ros.bag.synth import SynthConfig, synthesize
+    from vla_ros.policy.calibration import FALLBACK_INSTRUCTION, calibration_samples
+
+    spoken = ((0.0, "go to the red box"), (1.0, "빨간 상자로 가"))
+    synthesize(tmp_path / "told", SynthConfig(duration_s=2.0, instructions=spoken))
+    calibration, held_out = calibration_samples(tmp_path / "told", 32)
+    assert {s.instruction for s in calibration + held_out} == {text for _, text in spoken}
+    status = SynthConfig(duration_s=2.0, instruction_topic="/vla_sim/episode")
+    synthesize(tmp_path / "status", status)
+    calibration, held_out = calibration_samples(tmp_path / "status", 32)
+    assert {s.instruction for s in calibration + held_out} == {FALLBACK_INSTRUCTION}

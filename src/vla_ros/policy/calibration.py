@@ -2,9 +2,10 @@
 
 Camera frames (sensor_msgs/Image or CompressedImage, the first image topic the bag has) are
 decoded to model frames as the camera node does; each frame is paired with the latest
-`/vla/instruction` before it (frames before any instruction use the first one). Frames are
-spread evenly over the bag; every fourth one is held out for the accuracy gate and never used
-for calibration.
+instruction before it (String topics named `.../instruction`: other String topics, such as the
+sim's episode JSON, are not instructions; frames before any instruction use the first one).
+Frames are spread evenly over the bag; every fourth one is held out for the accuracy gate and
+never used for calibration.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ def calibration_samples(
         if not images:
             raise ValueError(f"{path}: no camera frames (no {' or '.join(IMAGE_TYPES)} topic)")
         camera = images[0]
-        texts = [t.name for t in info.topics if t.msgtype == INSTRUCTION_TYPE and t.count > 0]
+        texts = [
+            t.name
+            for t in info.topics
+            if t.msgtype == INSTRUCTION_TYPE and t.count > 0 and t.name.endswith("instruction")
+        ]
         topics = [camera.name, *texts]
         step = max(1, camera.count // max_frames)
         frames: list[tuple[object, int]] = []
