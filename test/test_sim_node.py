@@ -280,13 +280,13 @@ def test_the_clock_holds_for_an_inference_longer_than_the_stated_latency(
     try:
         assert spin_until(executor, lambda: sim.time_s > 1.0, 20.0)
         busy.publish(Bool(data=True))
-        assert spin_until(executor, lambda: sim.policy_hold.holds > 0, 20.0)
+        assert spin_until(executor, lambda: sim.policy_lockstep.hold.holds > 0, 20.0)
         held_at = sim.time_s
-        assert spin_until(executor, lambda: sim.policy_hold.holds > 50, 20.0)
+        assert spin_until(executor, lambda: sim.policy_lockstep.hold.holds > 50, 20.0)
         assert sim.time_s == held_at
         busy.publish(Bool(data=False))
         assert spin_until(executor, lambda: sim.time_s > held_at + 0.5, 20.0)
-        assert sim.policy_hold.timeouts == 0
+        assert sim.policy_lockstep.hold.timeouts == 0
     finally:
         for node in (sim, probe):
             executor.remove_node(node)

@@ -11,9 +11,9 @@ mean action), after which neither the image nor the instruction reaches the head
 mean already in the head, `train-trunk` (`--trunk-recipe full` or `lora`) learns the features.
 `train` then trains the head's LSTM on the trained trunk's cached features with event-spaced
 history (`--recipe head`), and `train-step-history` does the same with per-step history (the
-ablation). Last, `sim eval` on
-held-out seeds event-triggered, every-frame, with the ablation model, and in Korean. Wall time
-per stage, the results table and the paths go to `OUT/report.md` and `OUT/report.json`.
+ablation). Last, `sim eval` on held-out seeds event-triggered, every-frame, with the ablation
+model, and in Korean. Wall time per stage, the results table and the paths go to
+`OUT/report.md` and `OUT/report.json`.
 """
 
 from __future__ import annotations

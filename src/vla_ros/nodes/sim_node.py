@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -55,6 +54,7 @@ from vla_ros.nodes.common import (
     run_node,
     topic_name_problem,
 )
+from vla_ros.sim.clock_sync import ClockHold, PolicyLockstep
 from vla_ros.sim.scenario import LANGUAGES, Scenario, ScenarioError, resolve_scenarios
 
 NODE_NAME = "vla_sim"
@@ -138,31 +138,6 @@ def _xyz(vector: Any) -> tuple[float, float, float]:
 
 def _stamp(t: float) -> Any:
     return Time(nanoseconds=round(t * 1e9)).to_msg()
-
-
-class ClockHold:
-    """A hold of the sim clock that gives up after a wall-clock timeout; counts both."""
-
-    def __init__(self) -> None:
-        self.holds = 0
-        self.timeouts = 0
-        self._since: float | None = None
-
-    def holding(self, timeout_s: float) -> bool:
-        """True while the hold (started by the first call since `release`) is younger than
-        `timeout_s`; False once, when it times out, and the hold is released."""
-        wall = time.monotonic()
-        if self._since is None:
-            self._since = wall
-        if wall - self._since < timeout_s:
-            self.holds += 1
-            return True
-        self.timeouts += 1
-        self._since = None
-        return False
-
-    def release(self) -> None:
-        self._since = None
 
 
 class _FrameWorker:
@@ -271,9 +246,8 @@ class SimNode(Node):
         self._next_camera = 0.0
         self._next_scan = 0.0
         self._instruction = ""
-        self._busy_since: float | None = None
         self.controller_hold = ClockHold()
-        self.policy_hold = ClockHold()
+        self.policy_lockstep = PolicyLockstep()
         self._episode_frames = 0
         self.episodes: list[dict[str, Any]] = []
 
@@ -421,26 +395,17 @@ class SimNode(Node):
 
     def _on_busy(self, msg: Bool) -> None:
         with self._lock:
-            if not msg.data:
-                self._busy_since = None
-                self.policy_hold.release()
-            elif self._busy_since is None:
-                self._busy_since = self.time_s
-
-    def _waiting_for_policy(self) -> bool:
-        """Policy lockstep: an inference past `inference_latency_s` sim seconds holds the clock
-        until it ends, for at most `inference_timeout_s` wall seconds."""
-        latency = self._cfg["inference_latency_s"]
-        if latency < 0.0 or self._busy_since is None or self.time_s - self._busy_since < latency:
-            return False
-        if self.policy_hold.holding(self._cfg["inference_timeout_s"]):
-            return True
-        self._busy_since = None
-        return False
+            self.policy_lockstep.busy(msg.data, self.time_s)
 
     def _on_step(self) -> None:
         with self._lock:
-            if self._waiting_for_policy() or self._waiting_for_controller():
+            cfg = self._cfg
+            if (
+                self.policy_lockstep.waiting(
+                    self.time_s, cfg["inference_latency_s"], cfg["inference_timeout_s"]
+                )
+                or self._waiting_for_controller()
+            ):
                 return
             dt = self._cfg["step_dt"]
             self._steps += 1

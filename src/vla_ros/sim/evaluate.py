@@ -330,7 +330,15 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
     stop = threading.Event()
     wall_start = time.monotonic()
     sim_s = 0.0
-    sync = (0, 0, 0, 0)
+    policy_driven = options.driver == "policy"
+    latency = float(options.inference_latency_s) if policy_driven else -1.0
+    sync: dict[str, Any] = {
+        "holds": 0,
+        "timeouts": 0,
+        "inference_latency_s": options.inference_latency_s if policy_driven else None,
+        "inference_holds": 0,
+        "inference_timeouts": 0,
+    }
     try:
         sim = SimNode(
             context=context,
@@ -338,12 +346,7 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
                 Parameter("autostart", value=False),
                 Parameter("real_time_factor", value=float(options.real_time_factor)),
                 Parameter("sync_lag_s", value=SYNC_LAG_S),
-                Parameter(
-                    "inference_latency_s",
-                    value=float(options.inference_latency_s)
-                    if options.driver == "policy"
-                    else -1.0,
-                ),
+                Parameter("inference_latency_s", value=latency),
                 Parameter("time_limit_s", value=float(options.time_limit_s or 0.0)),
             ],
         )
@@ -403,8 +406,9 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
     finally:
         sim_s = nodes[0].time_s if nodes else 0.0
         if nodes:
-            holds = (nodes[0].controller_hold, nodes[0].policy_hold)
-            sync = (holds[0].holds, holds[0].timeouts, holds[1].holds, holds[1].timeouts)
+            controller, policy = nodes[0].controller_hold, nodes[0].policy_lockstep.hold
+            sync.update(holds=controller.holds, timeouts=controller.timeouts)
+            sync.update(inference_holds=policy.holds, inference_timeouts=policy.timeouts)
         for spinner in reversed(spinners):
             spinner.close()
         for node in reversed(nodes):
@@ -413,13 +417,7 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
             rclpy.shutdown(context=context)
     summary = summarise(records, options)
     wall_s = time.monotonic() - wall_start
-    summary["sync"] = {
-        "holds": sync[0],
-        "timeouts": sync[1],
-        "inference_latency_s": options.inference_latency_s if options.driver == "policy" else None,
-        "inference_holds": sync[2],
-        "inference_timeouts": sync[3],
-    }
+    summary["sync"] = sync
     summary["throughput"] = {
         "wall_s": round(wall_s, 1),
         "sim_s": round(sim_s, 1),
