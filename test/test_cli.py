@@ -77,3 +77,10 @@ def test_help_shows_defaults(capsys):
     assert "(default: mobile3)" in text
     assert "(default: /camera/image_raw)" in text
     assert "{float32,float16,bfloat16}" in text
+
+
+def test_every_help_states_its_default_at_most_once():
+    for command in _commands(build_parser()):
+        text = " ".join(command.format_help().split())
+        for option in text.split("--")[1:]:
+            assert option.count("(default") <= 1, f"{command.prog}: --{option}"

@@ -17,6 +17,7 @@ def _summary(success: float) -> dict:
         "compliance_rate": 1.0,
         "vlm_calls_per_frame": 0.15,
         "scenarios": {"1box_hori_left": {"success_rate": success}},
+        "languages": {"en": {"success_rate": success}, "ko": {"success_rate": 1.0}},
     }
 
 
@@ -26,6 +27,7 @@ def test_report_rows_come_from_the_sim_summaries(tmp_path):
     row = pipeline._row("eval-event", path)
     assert row["success_rate"] == 0.875
     assert row["per_scenario"] == {"1box_hori_left": 0.875}
+    assert row["per_language"] == {"en": 0.875, "ko": 1.0}
     training = {
         "model": {
             "steps": 10,
@@ -37,7 +39,7 @@ def test_report_rows_come_from_the_sim_summaries(tmp_path):
         }
     }
     text = pipeline._markdown({"timings_s": {"train": 5.0}, "results": [row], "training": training})
-    assert "| eval-event | 8 | 87.5% | 0.0% | 100.0% | 0.150 |" in text
+    assert "| eval-event | 8 | 87.5% | 0.0% | 100.0% | 0.150 | en 87.5%, ko 100.0% |" in text
     assert "| train | 5.0 |" in text
     assert "0.5000 -> 0.1000" in text
 
@@ -85,11 +87,12 @@ def test_stages_use_held_out_seeds_and_the_raw_command(tmp_path, monkeypatch):
         "eval-event",
         "eval-every-frame",
         "eval-step-history-event",
-        "eval-event-ko",
     ]
     argv = dict(calls)
     assert argv["collect"][argv["collect"].index("--seeds") + 1] == str(pipeline.TRAIN_SEED_START)
     assert argv["eval-event"][argv["eval-event"].index("--seeds") + 1] == "0"
+    # Held-out episodes alternate English and Korean instructions.
+    assert all(argv[name][argv[name].index("--language") + 1] == "both" for name in names[7:])
     assert "/vla/cmd_expert" in argv["dataset"]
     bags = [a for a in argv["dataset"] if a.startswith(str(tmp_path / "demos"))]
     assert [bag.rsplit("/", 1)[-1] for bag in bags] == ["ok_a", "ok_b"]

@@ -304,6 +304,29 @@ def test_the_arm_expert_reaches_and_picks_the_instructed_block(arm_worlds, name)
             assert world.block_position(world.scenario.target)[2] > 0.08
 
 
+def test_the_noisy_arm_experts_label_is_the_clean_command_for_the_same_pose(arm_worlds) -> None:
+    """As for the mobile expert: along the noisy approach, a clean arm expert fed the same hand
+    poses wants exactly the label, and the executed twist departs from it by the noise."""
+    from vla_ros.sim.arm import ArmExpert
+
+    world = arm_worlds["arm_reach_green"]
+    layout = world.reset(3)
+    noisy = ArmExpert(world.scenario, layout, 3, noise=0.15)
+    clean = ArmExpert(world.scenario, layout, 3)
+    gaps = []
+    for _ in range(int(world.scenario.time_limit_s / world.dt)):
+        ee, rotation = world.ee_position(), world.ee_rotation()
+        executed = noisy.command(ee, rotation, world.dt)
+        wanted = clean.command(ee, rotation, world.dt)
+        np.testing.assert_allclose(noisy.label[0], wanted[0], atol=1e-12)
+        assert noisy.label[1] == wanted[1]
+        gaps.append(float(np.linalg.norm(executed[0] - noisy.label[0])))
+        if world.step(executed).done:
+            break
+    assert world.result.success
+    assert max(gaps) > 0.01
+
+
 def test_the_arm_is_deterministic_and_the_blocks_move_with_the_seed(arm_worlds) -> None:
     world = arm_worlds["arm_pick_green"]
     assert _run_arm(world, 5)[1] == _run_arm(world, 5)[1]

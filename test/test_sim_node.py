@@ -144,6 +144,7 @@ def test_expert_eval_through_the_stack_writes_summary_bags_and_png(tmp_path) -> 
     ):
         assert key in summary
         assert key in summary["scenarios"]["2box_hori_right"]
+        assert key in summary["languages"]["ko"]
     assert summary["episodes"] == 1
     assert summary["success_rate"] == 1.0
     assert summary["collision_rate"] == 0.0
@@ -214,6 +215,41 @@ def test_arm_expert_eval_picks_through_servo_twist_and_gripper(tmp_path) -> None
     with BagReader(episode["bag"]) as reader:
         topics = {t.name for t in reader.info().topics}
     assert {"/servo_node/delta_twist_cmds", "/gripper/command", "/vla/ee_pose"} <= topics
+
+
+def test_arm_demonstrations_record_the_clean_label_beside_the_noisy_command(tmp_path) -> None:
+    """What `sim collect` records for arm7: the noisy raw twist the robot executed and, on its own
+    topic, the clean twist the dataset learns from; they differ while the noise acts."""
+    import numpy as np
+
+    from vla_ros.bag.io import deserialize, read_messages
+    from vla_ros.safety.config import twist_vector
+    from vla_ros.sim.evaluate import EvalOptions, run_eval
+    from vla_ros.sim.scenario import resolve_scenarios
+
+    summary = run_eval(
+        EvalOptions(
+            scenarios=resolve_scenarios("arm_reach_blue"),
+            out=tmp_path / "demos",
+            episodes=1,
+            seed_start=4,
+            real_time_factor=2.0,
+            noise=True,
+            demonstrations=True,
+        )
+    )
+    episode = summary["episode_results"][0]
+    assert episode["outcome"] == "success", episode
+    twists: dict[str, dict] = {"/vla/arm_cmd_raw": {}, "/vla/arm_cmd_expert": {}}
+    for item in read_messages(episode["bag"], list(twists)):
+        message = deserialize(item.data, item.msgtype, item.topic)
+        stamp = (message.header.stamp.sec, message.header.stamp.nanosec)
+        twists[item.topic][stamp] = np.array(twist_vector(message))
+    raw, label = twists["/vla/arm_cmd_raw"], twists["/vla/arm_cmd_expert"]
+    both = sorted(raw.keys() & label.keys())
+    assert len(both) >= 10
+    assert all(np.all(np.isfinite(label[stamp])) for stamp in both)
+    assert max(np.linalg.norm(raw[stamp] - label[stamp]) for stamp in both) > 0.005
 
 
 def test_the_camera_can_be_published_as_jpeg(ros_context, spin_until) -> None:

@@ -36,10 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows real defaults only: not None, False or '' (their help says what happens instead)."""
+    """Shows real defaults only: not None, False or '' (their help says what happens instead),
+    and once: a help text that states its default already keeps its own wording."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.default in (None, False, "") or isinstance(action.default, list):
+            return action.help
+        if "(default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 

@@ -11,9 +11,9 @@ mean action), after which neither the image nor the instruction reaches the head
 mean already in the head, `train-trunk` (`--trunk-recipe full` or `lora`) learns the features.
 `train` then trains the head's LSTM on the trained trunk's cached features with event-spaced
 history (`--recipe head`), and `train-step-history` does the same with per-step history (the
-ablation). Last, `sim eval` on held-out seeds event-triggered, every-frame, with the ablation
-model, and in Korean. Wall time per stage, the results table and the paths go to
-`OUT/report.md` and `OUT/report.json`.
+ablation). Last, `sim eval` on held-out seeds event-triggered, every-frame and with the ablation
+model, the instruction alternating English and Korean per episode. Wall time per stage, the
+results table and the paths go to `OUT/report.md` and `OUT/report.json`.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ TRAIN_SEED_START = 1000
 """Demonstrations use seeds from here on; evaluation seeds start at 0, so they never overlap."""
 DATASET_TOPICS = {
     # The expert's clean command for each pose: its raw command carries the injected noise, and
-    # /cmd_vel is that after the safety node's ramps, which would then be applied twice.
+    # the safety output is that after the ramps, which would then be applied twice. The gripper
+    # command has no noise.
     "mobile3": ["--mode", "mobile3", "--action-topic", "/vla/cmd_expert"],
     "arm7": [
-        "--mode", "arm7", "--action-topic", "/vla/arm_cmd_raw",
+        "--mode", "arm7", "--action-topic", "/vla/arm_cmd_expert",
         "--gripper-topic", "/vla/gripper_raw",
     ],
 }  # fmt: skip
@@ -87,7 +88,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip the per-step-history model and its eval",
     )
-    parser.add_argument("--no-korean", action="store_true", help="skip the Korean eval")
+    parser.add_argument(
+        "--no-korean",
+        action="store_true",
+        help="English instructions only (default: the evals alternate English and Korean)",
+    )
     parser.set_defaults(handler=_handle)
 
 
@@ -115,6 +120,7 @@ def _row(name: str, summary_path: Path) -> dict[str, Any]:
         "compliance_rate": summary["compliance_rate"],
         "vlm_calls_per_frame": summary["vlm_calls_per_frame"],
         "per_scenario": {k: v["success_rate"] for k, v in summary["scenarios"].items()},
+        "per_language": {k: v["success_rate"] for k, v in summary["languages"].items()},
     }
 
 
@@ -209,12 +215,11 @@ def _handle(args: argparse.Namespace) -> int:
             [*head, "--out", str(step_model), "--history", "step"],
             step_model / "policy.yaml",
         )
-    evals = [("eval-event", model, "event", "en"), ("eval-every-frame", model, "every-frame", "en")]
+    evals = [("eval-event", model, "event"), ("eval-every-frame", model, "every-frame")]
     if not args.no_ablation:
-        evals.append(("eval-step-history-event", step_model, "event", "en"))
-    if not args.no_korean:
-        evals.append(("eval-event-ko", model, "event", "ko"))
-    for name, model_dir, trigger, language in evals:
+        evals.append(("eval-step-history-event", step_model, "event"))
+    language = "en" if args.no_korean else "both"
+    for name, model_dir, trigger in evals:
         stage(
             name,
             [
@@ -256,14 +261,15 @@ def _markdown(report: dict[str, Any]) -> str:
     lines = [
         "# train-demo report",
         "",
-        "| run | episodes | success | collision | compliance | VLM calls/frame |",
-        "|---|---|---|---|---|---|",
+        "| run | episodes | success | collision | compliance | VLM calls/frame | by language |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in report["results"]:
+        languages = ", ".join(f"{k} {v:.1%}" for k, v in row["per_language"].items())
         lines.append(
             f"| {row['run']} | {row['episodes']} | {row['success_rate']:.1%} | "
             f"{row['collision_rate']:.1%} | {row['compliance_rate']:.1%} | "
-            f"{row['vlm_calls_per_frame']:.3f} |"
+            f"{row['vlm_calls_per_frame']:.3f} | {languages} |"
         )
     lines += ["", "| stage | wall s |", "|---|---|"]
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in report["timings_s"].items()]

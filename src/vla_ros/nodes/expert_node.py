@@ -3,9 +3,10 @@
 Reads the episode (scenario, layout, state) from the sim's latched `~/episode` JSON and the pose
 (`odom` for mobile3, `vla/ee_pose` for arm7), and publishes the expert's commands at
 `control_rate_hz` (node clock, so sim time) exactly where the inference node would: raw Twists
-on `vla/cmd_raw` (mobile3, with the clean command for the same pose, the training label, on
-`vla/cmd_expert`) or a TwistStamped on `vla/arm_cmd_raw` plus the gripper on
-`vla/gripper_raw` (arm7), so the safety node limits them like any policy output. Zero whenever
+on `vla/cmd_raw` (mobile3) or a TwistStamped on `vla/arm_cmd_raw` plus the gripper on
+`vla/gripper_raw` (arm7), so the safety node limits them like any policy output. Beside them,
+the clean command for the same pose (the training label under noise) goes to `vla/cmd_expert`
+(mobile3) or `vla/arm_cmd_expert` (arm7). Zero whenever
 no episode is running. Like the inference node with an instruction, it holds `vla/active` true
 while an episode runs: the safety node takes the `vla` input only while that is so.
 """
@@ -38,6 +39,9 @@ from vla_ros.sim.expert import MobileExpert, NoiseConfig
 from vla_ros.sim.scenario import Box, Layout, Scenario, resolve_scenarios
 
 NODE_NAME = "vla_expert"
+ARM_NOISE = 0.15
+"""ArmExpert noise scale with `noise` on: a drift of about 2 cm in the approach, so the
+demonstrations cover off-path poses and, with the clean label, how to come back from them."""
 
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("control_rate_hz", 20.0, "raw command publish rate", min=1.0, max=200.0),
@@ -53,6 +57,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("ee_pose_topic", "vla/ee_pose", "arm7 end-effector pose", read_only=True),
     ParamSpec("arm_cmd_topic", "vla/arm_cmd_raw", "arm7 raw TwistStamped", read_only=True),
+    ParamSpec(
+        "arm_label_topic",
+        "vla/arm_cmd_expert",
+        "arm7: the clean TwistStamped for the current pose (the training label under noise)",
+        read_only=True,
+    ),
     ParamSpec("gripper_topic", "vla/gripper_raw", "arm7 raw gripper command", read_only=True),
     ParamSpec("command_frame_id", "base_link", "frame_id of the arm7 TwistStamped"),
     ParamSpec(
@@ -66,6 +76,7 @@ TOPICS = (
     "label_topic",
     "ee_pose_topic",
     "arm_cmd_topic",
+    "arm_label_topic",
     "active_topic",
 )
 
@@ -118,6 +129,9 @@ class ExpertNode(Node):
         self._pub = self.create_publisher(Twist, cfg["cmd_topic"], COMMAND_QOS)
         self._label_pub = self.create_publisher(Twist, cfg["label_topic"], COMMAND_QOS)
         self._arm_pub = self.create_publisher(TwistStamped, cfg["arm_cmd_topic"], COMMAND_QOS)
+        self._arm_label_pub = self.create_publisher(
+            TwistStamped, cfg["arm_label_topic"], COMMAND_QOS
+        )
         self._gripper_pub = self.create_publisher(Float64, cfg["gripper_topic"], COMMAND_QOS)
         self._active_pub = self.create_publisher(Bool, cfg["active_topic"], LATCHED_QOS)
         self._active_pub.publish(Bool(data=False))
@@ -141,7 +155,7 @@ class ExpertNode(Node):
                 scenario = self._scenario(status["source"])
                 layout = layout_from_status(status)
                 if scenario.robot == "arm7":
-                    amount = 0.05 if self._cfg["noise"] else 0.0
+                    amount = ARM_NOISE if self._cfg["noise"] else 0.0
                     expert = ArmExpert(scenario, layout, seed=layout.seed, noise=amount)
                 else:
                     noise = NoiseConfig() if self._cfg["noise"] else None
@@ -184,8 +198,8 @@ class ExpertNode(Node):
             if isinstance(expert, ArmExpert) and self._ee is not None:
                 self._last_t = t
                 motion, gripper = expert.command(self._ee[0], self._ee[1], dt)
-                twist.linear.x, twist.linear.y, twist.linear.z = (float(v) for v in motion[:3])
-                twist.angular.x, twist.angular.y, twist.angular.z = (float(v) for v in motion[3:])
+                _set_twist6(twist, motion)
+                _set_twist6(label, expert.label[0])
             elif isinstance(expert, MobileExpert) and self._pose is not None:
                 self._last_t = t
                 vx, vy, wz = expert.command(self._pose, dt)
@@ -196,11 +210,17 @@ class ExpertNode(Node):
             self._pub.publish(twist)
             self._label_pub.publish(label)
             return
-        stamped = TwistStamped(twist=twist)
-        stamped.header.stamp = now.to_msg()
-        stamped.header.frame_id = self._cfg["command_frame_id"]
-        self._arm_pub.publish(stamped)
+        for publisher, message in ((self._arm_pub, twist), (self._arm_label_pub, label)):
+            stamped = TwistStamped(twist=message)
+            stamped.header.stamp = now.to_msg()
+            stamped.header.frame_id = self._cfg["command_frame_id"]
+            publisher.publish(stamped)
         self._gripper_pub.publish(Float64(data=1.0 if gripper is None else float(gripper)))
+
+
+def _set_twist6(twist: Twist, values: np.ndarray) -> None:
+    twist.linear.x, twist.linear.y, twist.linear.z = (float(v) for v in values[:3])
+    twist.angular.x, twist.angular.y, twist.angular.z = (float(v) for v in values[3:])
 
 
 def main(args: Sequence[str] | None = None) -> int:

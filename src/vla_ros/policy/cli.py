@@ -78,14 +78,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     export.add_argument("model_dir", type=Path)
     export.add_argument(
-        "--format", choices=["onnx"], default="onnx", help="graph format (default: onnx)"
+        "--format", choices=["onnx"], default="onnx", help="graph format"
     )
     export.add_argument("--out", type=Path, default=None, help="default MODEL_DIR/onnx")
     export.add_argument(
         "--precision",
         choices=["fp32", "fp16", "bf16", "int8"],
         default="fp32",
-        help="graph precision; int8 must pass the accuracy gate (default: fp32)",
+        help="graph precision; int8 must pass the accuracy gate",
     )
     export.add_argument(
         "--calibration", type=Path, default=None, help="rosbag2 with camera frames (int8 QDQ)"

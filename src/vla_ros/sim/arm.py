@@ -392,8 +392,9 @@ class ArmExpert:
     episode, so the same script drives the world in process and the ROS expert node. A
     proportional controller on the pinch point (speed-limited inside config/arm.yaml's safety
     limits) and on the hand orientation; with `noise` the twist gets smooth random noise so
-    demonstrations contain corrections. `target` overrides the instructed block (tests of the
-    wrong-block rule).
+    demonstrations contain corrections, and `label` keeps the clean command for the same pose
+    (what a policy should learn: the correction, not the noise). `target` overrides the
+    instructed block (tests of the wrong-block rule).
     """
 
     def __init__(
@@ -413,6 +414,8 @@ class ArmExpert:
         self._noise = noise
         self._rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xA27])
         self._ou = np.zeros(3)
+        self.label: tuple[np.ndarray, float] = (np.zeros(6), 1.0)
+        """The clean (twist6, gripper) for the latest pose: the training label under noise."""
 
     def command(self, ee: np.ndarray, rotation: np.ndarray, dt: float) -> tuple[np.ndarray, float]:
         """(twist6, gripper) for the hand at `ee` with orientation matrix `rotation` (3x3)."""
@@ -438,8 +441,9 @@ class ArmExpert:
         speed = float(np.linalg.norm(linear))
         if speed > 0.2:
             linear *= 0.2 / speed
+        angular = np.clip(down_error(rotation) * 3.0, -0.7, 0.7)
+        self.label = (np.concatenate([linear, angular]), gripper)
         if self._noise > 0.0 and self.phase == "above":
             self._ou = 0.9 * self._ou + 0.1 * self._rng.standard_normal(3) * self._noise
             linear = linear + self._ou
-        angular = np.clip(down_error(rotation) * 3.0, -0.7, 0.7)
         return np.concatenate([linear, angular]), gripper

@@ -43,7 +43,7 @@ ROBOT_TOPICS = {
             "/vla/gripper_raw",
             "/vla/ee_pose",
         ),
-        "demo": (),
+        "demo": ("/vla/arm_cmd_expert",),
     },
 }
 COMMON_TOPICS = (
@@ -191,8 +191,10 @@ def aggregate(records: Sequence[EpisodeRecord]) -> dict[str, Any]:
 
 def summarise(records: Sequence[EpisodeRecord], options: EvalOptions) -> dict[str, Any]:
     by_scenario: dict[str, list[EpisodeRecord]] = defaultdict(list)
+    by_language: dict[str, list[EpisodeRecord]] = defaultdict(list)
     for record in records:
         by_scenario[record.scenario].append(record)
+        by_language[record.language].append(record)
     return {
         **aggregate(records),
         "driver": options.driver,
@@ -200,6 +202,7 @@ def summarise(records: Sequence[EpisodeRecord], options: EvalOptions) -> dict[st
         "seeds": [options.seed_start, options.seed_start + options.episodes - 1],
         "real_time_factor": options.real_time_factor,
         "scenarios": {name: aggregate(group) for name, group in by_scenario.items()},
+        "languages": {name: aggregate(group) for name, group in by_language.items()},
         "episode_results": [r.as_dict() for r in records],
     }
 
@@ -543,8 +546,10 @@ def plot_trajectories(records: Sequence[EpisodeRecord], out: Path) -> list[Path]
     from vla_ros.sim.scenario import BLOCK_COLOURS, Box
 
     by_scenario: dict[str, list[EpisodeRecord]] = defaultdict(list)
+    by_language: dict[str, list[EpisodeRecord]] = defaultdict(list)
     for record in records:
         by_scenario[record.scenario].append(record)
+        by_language[record.language].append(record)
     paths = []
     for name, group in by_scenario.items():
         fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
