@@ -175,6 +175,24 @@ def test_interrupted_training_resumes_from_its_checkpoint(dataset, learnable, tm
     assert summary["samples"] == 6 * 4
 
 
+def test_overwrite_takes_a_killed_runs_leftovers_but_not_a_foreign_directory(
+    dataset, learnable, tmp_path
+):
+    killed = tmp_path / "killed"
+    (killed / "checkpoints" / "step-0000002").mkdir(parents=True)
+    (killed / "training").mkdir()
+    (killed / "training" / "metrics.csv").write_text("epoch,step\n")
+    train(_config(dataset, learnable, killed, max_steps=1, overwrite=True))
+    assert PolicyConfig.load(killed).action_space == "mobile3"
+    assert not (killed / "checkpoints" / "step-0000002").exists()
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(ValueError, match="not a vla_ros model directory"):
+        train(_config(dataset, learnable, foreign, max_steps=1, overwrite=True))
+    assert (foreign / "holiday.jpg").is_file()
+
+
 def test_mismatched_action_space_and_bad_paths_are_clear(dataset, tmp_path, capsys):
     from vla_ros.policy.tiny import make_tiny_model
 

@@ -847,7 +847,9 @@ def train(config: TrainConfig) -> TrainResult:
     if not config.resume and out.exists() and any(out.iterdir()):
         if not config.overwrite:
             raise ValueError(f"{out} exists and is not empty (use --overwrite or --resume)")
-        if not (out / POLICY_FILE).is_file():
+        # A run killed before its first save leaves only checkpoints/ and training/ behind.
+        ours = ((out / POLICY_FILE).is_file(), (out / "checkpoints").is_dir())
+        if not any((*ours, (out / "training").is_dir())):
             raise ValueError(f"refusing to overwrite {out}: it is not a vla_ros model directory")
         if out.resolve() == Path(config.init).resolve():
             raise ValueError(f"--out {out} is the --init model; write the result elsewhere")

@@ -77,9 +77,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "export", help="export the trunk as ONNX graphs (onnxruntime/tensorrt backends)"
     )
     export.add_argument("model_dir", type=Path)
-    export.add_argument(
-        "--format", choices=["onnx"], default="onnx", help="graph format"
-    )
+    export.add_argument("--format", choices=["onnx"], default="onnx", help="graph format")
     export.add_argument("--out", type=Path, default=None, help="default MODEL_DIR/onnx")
     export.add_argument(
         "--precision",
