@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from vla_ros.cli import build_parser
 from vla_ros.learn import pipeline
@@ -87,12 +88,17 @@ def test_stages_use_held_out_seeds_and_the_raw_command(tmp_path, monkeypatch):
         "eval-event",
         "eval-every-frame",
         "eval-step-history-event",
+        "eval-event-lidar-guard",
     ]
     argv = dict(calls)
     assert argv["collect"][argv["collect"].index("--seeds") + 1] == str(pipeline.TRAIN_SEED_START)
     assert argv["eval-event"][argv["eval-event"].index("--seeds") + 1] == "0"
     # Held-out episodes alternate English and Korean instructions.
     assert all(argv[name][argv[name].index("--language") + 1] == "both" for name in names[7:])
+    # Behind the safety node's lidar guard too: the policy's collisions vs the stack's.
+    assert "--params-overlay" not in argv["eval-event"]
+    guard = argv["eval-event-lidar-guard"]
+    assert Path(guard[guard.index("--params-overlay") + 1]).is_file()
     assert "/vla/cmd_expert" in argv["dataset"]
     bags = [a for a in argv["dataset"] if a.startswith(str(tmp_path / "demos"))]
     assert [bag.rsplit("/", 1)[-1] for bag in bags] == ["ok_a", "ok_b"]

@@ -194,6 +194,15 @@ def test_cli_refuses_a_missing_model_dir_before_starting_anything(tmp_path, caps
     assert str(tmp_path / "none") in err
 
 
+def test_cli_refuses_a_missing_parameter_overlay_by_name(tmp_path, capsys) -> None:
+    from vla_ros.cli import main
+
+    missing = tmp_path / "guard.yaml"
+    code = main(["sim", "eval", "--episodes", "1", "--params-overlay", str(missing)])
+    assert code == 2
+    assert f"parameter overlay {missing} does not exist" in capsys.readouterr().err
+
+
 def test_arm_expert_eval_picks_through_servo_twist_and_gripper(tmp_path) -> None:
     from vla_ros.bag.io import BagReader
     from vla_ros.sim.evaluate import EvalOptions, run_eval
@@ -327,3 +336,72 @@ def test_the_clock_holds_for_an_inference_longer_than_the_stated_latency(
         for node in (sim, probe):
             executor.remove_node(node)
             node.destroy_node()
+
+
+@pytest.mark.parametrize("guard", [False, True])
+def test_the_lidar_guard_overlay_stops_a_driver_steering_into_a_box(guard, spin_until) -> None:
+    """A driver aiming at the box hits it through config/mobile.yaml alone; with the lidar guard
+    overlay the safety node, reading the sim's /scan, holds it short of the box."""
+    import math
+
+    import rclpy
+    from geometry_msgs.msg import Twist
+    from nav_msgs.msg import Odometry
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Bool, String
+
+    from vla_ros.bringup import StackOptions, build_stack, config_file, ros_args_for
+    from vla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, make_executor
+    from vla_ros.nodes.sim_node import SimNode
+
+    overlays = (str(config_file("mobile_lidar_guard.yaml")),) if guard else ()
+    options = StackOptions(mode="mobile", use_sim_time=True, overlay_params_files=overlays)
+    context = Context()
+    rclpy.init(args=ros_args_for(options), context=context)
+    sim = SimNode(
+        context=context,
+        parameter_overrides=[
+            Parameter("scenario", value="1box_vert_left"),
+            Parameter("seed", value=7),
+            Parameter("real_time_factor", value=4.0),
+            Parameter("time_limit_s", value=8.0),
+        ],
+    )
+    nodes = [sim, *build_stack(context, options, inference=False)]
+    driver = rclpy.create_node("reckless_driver", context=context)
+    cmd = driver.create_publisher(Twist, "/vla/cmd_raw", COMMAND_QOS)
+    driver.create_publisher(Bool, "/vla/active", LATCHED_QOS).publish(Bool(data=True))
+    episode: dict = {}
+    driver.create_subscription(
+        String, "/vla_sim/episode", lambda m: episode.update(json.loads(m.data)), LATCHED_QOS
+    )
+
+    def steer_at_the_box(msg: Odometry) -> None:
+        if episode.get("state") != "running":
+            return  # the sim starts an episode only once the safety output is zero
+        box_x, box_y = episode["layout"]["boxes"][0][:2]
+        pose = msg.pose.pose
+        yaw = 2.0 * math.atan2(pose.orientation.z, pose.orientation.w)
+        bearing = math.atan2(box_y - pose.position.y, box_x - pose.position.x) - yaw
+        twist = Twist()
+        twist.linear.x = 0.4
+        twist.angular.z = max(
+            -1.0, min(1.0, 2.0 * math.atan2(math.sin(bearing), math.cos(bearing)))
+        )
+        cmd.publish(twist)
+
+    driver.create_subscription(Odometry, "/odom", steer_at_the_box, SENSOR_QOS)
+    executor = make_executor(context)
+    for node in [*nodes, driver]:
+        executor.add_node(node)
+    try:
+        assert spin_until(executor, lambda: bool(sim.episodes), 60.0), sim.state
+        outcome = sim.episodes[0]["result"]["outcome"]
+        assert outcome == ("timeout" if guard else "collision")
+    finally:
+        executor.shutdown(timeout_sec=5.0)
+        for node in [driver, *reversed(nodes)]:
+            node.destroy_node()
+        if context.ok():
+            rclpy.shutdown(context=context)

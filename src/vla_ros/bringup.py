@@ -35,6 +35,8 @@ class StackOptions:
     """An action space name or alias (`vla_ros.action_space`)."""
     model_dir: str = "models/tiny"
     params_file: str | None = None
+    overlay_params_files: tuple[str, ...] = ()
+    """Parameter files loaded after `params_file`; their values win (e.g. a lidar guard)."""
     camera_topic: str = "/camera/image_raw"
     compressed: bool = False
     namespace: str = ""
@@ -53,9 +55,12 @@ class StackOptions:
 
 
 def default_params_file(mode: str) -> Path:
-    """The mode's parameter file (config/mobile.yaml, config/arm.yaml, ...) from the source tree,
-    else from share/vla_ros (pip or colcon install)."""
-    name = action_spaces.get(mode).params_file
+    """The mode's parameter file (config/mobile.yaml, config/arm.yaml, ...)."""
+    return config_file(action_spaces.get(mode).params_file)
+
+
+def config_file(name: str) -> Path:
+    """A file of config/ from the source tree, else from share/vla_ros (pip or colcon install)."""
     for candidate in (CONFIG_DIR / name, Path(sys.prefix) / "share" / "vla_ros" / "config" / name):
         if candidate.is_file():
             return candidate
@@ -68,8 +73,14 @@ def default_params_file(mode: str) -> Path:
 
 
 def ros_args_for(options: StackOptions) -> list[str]:
-    """Arguments for `rclpy.init(args=...)` that load the parameter file for every node."""
-    return ["--ros-args", "--params-file", str(options.resolved_params_file())]
+    """Arguments for `rclpy.init(args=...)` that load the parameter files for every node, in
+    order, so an overlay's values replace the base file's."""
+    args = ["--ros-args", "--params-file", str(options.resolved_params_file())]
+    for overlay in options.overlay_params_files:
+        if not Path(overlay).is_file():
+            raise FileNotFoundError(f"parameter overlay {overlay} does not exist")
+        args += ["--params-file", str(overlay)]
+    return args
 
 
 def build_stack(

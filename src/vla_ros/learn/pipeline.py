@@ -12,7 +12,8 @@ mean already in the head, `train-trunk` (`--trunk-recipe full` or `lora`) learns
 `train` then trains the head's LSTM on the trained trunk's cached features with event-spaced
 history (`--recipe head`), and `train-step-history` does the same with per-step history (the
 ablation). Last, `sim eval` on held-out seeds event-triggered, every-frame and with the ablation
-model, the instruction alternating English and Korean per episode. Wall time per stage, the
+model (mobile: also event-triggered behind the safety node's lidar guard), the instruction
+alternating English and Korean per episode. Wall time per stage, the
 results table and the paths go to `OUT/report.md` and `OUT/report.json`.
 """
 
@@ -38,6 +39,9 @@ DATASET_TOPICS = {
         "--gripper-topic", "/vla/gripper_raw",
     ],
 }  # fmt: skip
+LIDAR_GUARD = "mobile_lidar_guard.yaml"
+"""The mobile policy is also evaluated behind the safety node's lidar guard (the sim robot has
+a lidar): the policy's own collisions are the plain eval's, the stack's are this one's."""
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -215,18 +219,26 @@ def _handle(args: argparse.Namespace) -> int:
             [*head, "--out", str(step_model), "--history", "step"],
             step_model / "policy.yaml",
         )
-    evals = [("eval-event", model, "event"), ("eval-every-frame", model, "every-frame")]
+    evals: list[tuple[str, Path, str, list[str]]] = [
+        ("eval-event", model, "event", []),
+        ("eval-every-frame", model, "every-frame", []),
+    ]
     if not args.no_ablation:
-        evals.append(("eval-step-history-event", step_model, "event"))
+        evals.append(("eval-step-history-event", step_model, "event", []))
+    if robot == "mobile3":
+        from vla_ros.bringup import config_file
+
+        guard = ["--params-overlay", str(config_file(LIDAR_GUARD))]
+        evals.append(("eval-event-lidar-guard", model, "event", guard))
     language = "en" if args.no_korean else "both"
-    for name, model_dir, trigger in evals:
+    for name, model_dir, trigger, extra in evals:
         stage(
             name,
             [
                 "sim", "eval", "--scenarios", args.scenarios, "--episodes",
                 str(args.eval_episodes), "--seeds", "0", "--driver", "policy", "--model-dir",
                 str(model_dir), "--trigger", trigger, "--language", language, "--out",
-                str(out / name), "--rtf", str(args.rtf),
+                str(out / name), "--rtf", str(args.rtf), *extra,
             ],
             out / name / "summary.json",
         )  # fmt: skip

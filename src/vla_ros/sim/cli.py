@@ -85,6 +85,14 @@ def _common(parser: argparse.ArgumentParser, default_out: str) -> None:
         "--params", default=None, help="parameter file (default config/mobile.yaml)"
     )
     parser.add_argument(
+        "--params-overlay",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="parameter file loaded after --params, its values win; repeatable "
+        "(config/mobile_lidar_guard.yaml: the safety node's lidar collision guard)",
+    )
+    parser.add_argument(
         "--time-limit", type=float, default=None, help="override every scenario's time_limit_s"
     )
 
@@ -106,6 +114,7 @@ def _options(args: argparse.Namespace, **extra: object) -> object:
         languages=_languages(args.language),
         real_time_factor=args.rtf,
         params_file=args.params,
+        overlay_params_files=tuple(args.params_overlay),
         **extra,  # type: ignore[arg-type]
     )
 

@@ -94,6 +94,7 @@ class EvalOptions:
     noise: bool = False
     demonstrations: bool = False
     params_file: str | None = None
+    overlay_params_files: tuple[str, ...] = ()
     wall_timeout_s: float | None = None
     time_limit_s: float | None = None
     """Overrides every scenario's time limit (the sim node's `time_limit_s`)."""
@@ -201,6 +202,7 @@ def summarise(records: Sequence[EpisodeRecord], options: EvalOptions) -> dict[st
         "trigger": options.trigger,
         "seeds": [options.seed_start, options.seed_start + options.episodes - 1],
         "real_time_factor": options.real_time_factor,
+        "params_overlays": [str(path) for path in options.overlay_params_files],
         "scenarios": {name: aggregate(group) for name, group in by_scenario.items()},
         "languages": {name: aggregate(group) for name, group in by_language.items()},
         "episode_results": [r.as_dict() for r in records],
@@ -321,6 +323,7 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
         mode=STACK_MODE[options.robot],
         model_dir=options.model_dir,
         params_file=options.params_file,
+        overlay_params_files=tuple(options.overlay_params_files),
         use_sim_time=True,
         backend=options.backend,
     )
