@@ -13,8 +13,8 @@ mean already in the head, `train-trunk` (`--trunk-recipe full` or `lora`) learns
 history (`--recipe head`), and `train-step-history` does the same with per-step history (the
 ablation). Last, `sim eval` on held-out seeds event-triggered, every-frame and with the ablation
 model (mobile: also event-triggered behind the safety node's lidar guard), the instruction
-alternating English and Korean per episode. Wall time per stage, the
-results table and the paths go to `OUT/report.md` and `OUT/report.json`.
+alternating English and Korean per episode. Wall time per stage, the results table and the
+paths go to `OUT/report.md` and `OUT/report.json`.
 """
 
 from __future__ import annotations

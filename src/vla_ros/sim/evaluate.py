@@ -323,7 +323,7 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
         mode=STACK_MODE[options.robot],
         model_dir=options.model_dir,
         params_file=options.params_file,
-        overlay_params_files=tuple(options.overlay_params_files),
+        overlay_params_files=options.overlay_params_files,
         use_sim_time=True,
         backend=options.backend,
     )
