@@ -252,3 +252,25 @@ def test_truncated_bag_is_skipped_and_named(toy_bag, tmp_path):
     assert report.skipped["unreadable_bag"] == 1
     assert report.episodes == 4
     assert any("killed_recording" in error for error in report.errors)
+
+
+def test_an_axis_that_barely_moves_is_not_stretched_over_the_unit_range():
+    """The arm's rotation only holds the hand level (~0.002 rad/s of jitter): normalised to
+    [-1, 1] it would be as loud in the loss as the motion that matters. Moving axes keep their
+    exact min/max (RoboVLMs' normalisation)."""
+    from vla_ros.learn.store import MIN_AXIS_RANGE, action_stats
+    from vla_ros.policy.codec import ActionCodec
+
+    rng = np.random.default_rng(0)
+    actions = np.stack(
+        [rng.uniform(-0.2, 0.2, 500), rng.uniform(-0.001, 0.001, 500), np.zeros(500)], axis=1
+    )
+    stats = action_stats(actions)
+    assert stats["norm_min"][0] == stats["min"][0]
+    assert stats["norm_max"][0] == stats["max"][0]
+    for axis in (1, 2):
+        assert stats["norm_max"][axis] - stats["norm_min"][axis] >= 2 * MIN_AXIS_RANGE
+    codec = ActionCodec(stats["norm_min"], stats["norm_max"], [1.0] * 3)
+    unit = codec.normalize(actions)
+    assert np.abs(unit[:, 0]).max() == pytest.approx(1.0)
+    assert np.abs(unit[:, 1:]).max() < 0.1

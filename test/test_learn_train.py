@@ -86,6 +86,33 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_planned_end(tmp_pat
         _config("d", "i", "o", window=0)
 
 
+def test_a_time_budget_ends_the_cosine_at_zero_when_time_runs_out(
+    dataset, learnable, tmp_path, monkeypatch
+):
+    """--max-minutes with a cosine schedule: the run times its first steps, fixes how many fit
+    the budget, and decays to zero there, instead of being cut near the peak rate of an epoch
+    plan that would take far longer. A fake clock (one second per reading) makes it exact."""
+    from types import SimpleNamespace
+
+    import vla_ros.learn.train as train_module
+
+    readings = itertools.count()
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(monotonic=lambda: next(readings)))
+    out = tmp_path / "budgeted"
+    cfg = _config(
+        dataset, learnable, out, max_steps=None, epochs=10_000, max_minutes=1.0,
+        lr_schedule="cosine", warmup_steps=2, budget_calibration_steps=4,
+    )  # fmt: skip
+    train(cfg)
+    summary = json.loads((out / "training" / "summary.json").read_text())
+    assert summary["step_budget"] is not None
+    assert summary["steps"] == summary["step_budget"]
+    assert 10 < summary["step_budget"] < 60
+    assert summary["final_lr"] == pytest.approx(0.0, abs=1e-3 * cfg.lr)
+    with pytest.raises(ValueError, match="max_minutes"):
+        _config("d", "i", "o", max_minutes=0.0)
+
+
 def test_window_override_trains_and_saves_that_history_length(dataset, learnable, tmp_path):
     out = tmp_path / "single-frame"
     train(_config(dataset, learnable, out, recipe="full", window=1, max_steps=2))

@@ -327,6 +327,73 @@ def test_the_noisy_arm_experts_label_is_the_clean_command_for_the_same_pose(arm_
     assert max(gaps) > 0.01
 
 
+def test_the_reach_experts_command_depends_on_the_pose_alone(arm_worlds) -> None:
+    """No hidden phase for a policy to guess from one image: along a noisy approach, an expert
+    made fresh at each pose commands what the running expert's label says."""
+    from vla_ros.sim.arm import ArmExpert
+
+    world = arm_worlds["arm_reach_red"]
+    layout = world.reset(4)
+    running = ArmExpert(world.scenario, layout, 4, noise=0.15)
+    for _ in range(int(world.scenario.time_limit_s / world.dt)):
+        ee, rotation = world.ee_position(), world.ee_rotation()
+        executed = running.command(ee, rotation, world.dt)
+        fresh = ArmExpert(world.scenario, layout, 4).command(ee, rotation, world.dt)
+        np.testing.assert_allclose(running.label[0], fresh[0], atol=1e-12)
+        if world.step(executed).done:
+            break
+    assert world.result.success
+
+
+def test_the_arm_expert_descends_only_as_it_centres_over_the_block(arm_worlds) -> None:
+    """The funnel approach: low over the table only when nearly above the target, so a hand
+    that is off to the side is high above the other blocks."""
+    from vla_ros.sim.arm import APPROACH_SLOPE
+
+    world = arm_worlds["arm_reach_blue"]
+    for seed in range(6):
+        result, trace = _run_arm(world, seed)
+        assert result.success
+        final = world.target_point()
+        for x, y, z in trace:
+            off_axis = math.hypot(x - final[0], y - final[1])
+            assert z - final[2] >= min(0.1, APPROACH_SLOPE * off_axis) - 0.02
+
+
+def _colour_mask(frame: np.ndarray, colour: str) -> np.ndarray:
+    from vla_ros.sim.scenario import BLOCK_COLOURS
+
+    rgb = np.asarray(BLOCK_COLOURS[colour][:3], dtype=float) * 255
+    return np.abs(frame.astype(float) - rgb).max(axis=-1) < 70
+
+
+def test_the_wrist_camera_sees_the_target_grow_to_one_place_between_the_fingers() -> None:
+    """What makes reaching learnable from the image: the view moves with the hand, so at the
+    goal the target block fills the same pixels whatever the layout, and it is larger there
+    than at the start."""
+    from vla_ros.sim.arm import ArmExpert, ArmWorld
+
+    world = ArmWorld(resolve_scenarios("arm_reach_green")[0], image_size=64)
+    assert world.camera == "wrist"
+    centres = []
+    with Renderer(world) as renderer:
+        for seed in range(4):
+            layout = world.reset(seed)
+            start = _colour_mask(renderer.render(world.snapshot()), "green")
+            expert = ArmExpert(world.scenario, layout, seed)
+            while not world.step(
+                expert.command(world.ee_position(), world.ee_rotation(), world.dt)
+            ).done:
+                pass
+            assert world.result.success
+            goal = _colour_mask(renderer.render(world.snapshot()), "green")
+            assert 0 < start.sum() < goal.sum() / 3
+            rows, cols = np.nonzero(goal)
+            centres.append((rows.mean(), cols.mean()))
+    spread = np.ptp(np.array(centres), axis=0)
+    assert spread.max() < 6, centres
+
+
 def test_the_arm_is_deterministic_and_the_blocks_move_with_the_seed(arm_worlds) -> None:
     world = arm_worlds["arm_pick_green"]
     assert _run_arm(world, 5)[1] == _run_arm(world, 5)[1]

@@ -27,6 +27,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,10 @@ class TrainConfig:
     workers: int = 0
     progress: bool = True
     overwrite: bool = False
+    budget_calibration_steps: int = 30
+    """With `max_minutes` and the cosine schedule: steps timed before the run fixes how many
+    steps fit the time budget, so the cosine ends at zero when time runs out (without this, a
+    capped run stops at whatever rate its epoch plan had reached, often near the peak)."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainConfig:
@@ -126,6 +131,14 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.max_minutes is not None and not (
+            math.isfinite(self.max_minutes) and self.max_minutes > 0
+        ):
+            raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
+        if self.budget_calibration_steps < 1:
+            raise ValueError(
+                f"budget_calibration_steps must be >= 1, got {self.budget_calibration_steps}"
+            )
         return self
 
 
@@ -471,9 +484,11 @@ class _Trainer:
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
         # Accelerate steps a prepared scheduler once per process on every optimizer step, so
-        # the schedule counts optimizer steps times processes.
+        # the schedule counts optimizer steps times processes. The horizon is a list because a
+        # time budget shortens it once the step rate is known.
+        horizon = [self._planned_steps()]
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, _lr_factor(cfg, self._planned_steps() * acc.num_processes)
+            optimizer, _lr_factor(cfg, lambda: horizon[0] * acc.num_processes)
         )
         loaders = {
             name: torch.utils.data.DataLoader(
@@ -504,6 +519,8 @@ class _Trainer:
             state.update(json.loads((latest / "trainer_state.json").read_text()))
             if self.is_main:
                 print(f"resumed from {latest} (step {state['step']}, epoch {state['epoch']})")
+        if "step_budget" in state:
+            horizon[0] = state["step_budget"]
         log_dir = self.out / LOG_DIR
         writer = None
         if self.is_main:
@@ -516,6 +533,8 @@ class _Trainer:
             if cfg.max_minutes
             else None
         )
+        budgeted = deadline is not None and cfg.lr_schedule == "cosine"
+        calibration = (state["step"] + cfg.budget_calibration_steps, time.monotonic())
         total = self._planned_steps()
         progress = _Progress(cfg.progress and self.is_main, total, state["step"])
         if "initial_val_loss" not in state:
@@ -556,10 +575,16 @@ class _Trainer:
                 if writer is not None:
                     writer.add_scalar("train/loss", running[-1], state["step"])
                     writer.add_scalar("train/samples_per_s", rate, state["step"])
+                if budgeted and "step_budget" not in state and state["step"] == calibration[0]:
+                    horizon[0] = state["step_budget"] = self._steps_in_budget(
+                        state["step"], calibration[1], deadline, horizon[0]
+                    )
                 if state["step"] % cfg.checkpoint_every == 0:
                     self._checkpoint(state, ckpt_root)
-                if (cfg.max_steps and state["step"] >= cfg.max_steps) or (
-                    deadline is not None and time.monotonic() >= deadline
+                if (
+                    (cfg.max_steps and state["step"] >= cfg.max_steps)
+                    or (deadline is not None and time.monotonic() >= deadline)
+                    or state["step"] >= state.get("step_budget", math.inf)
                 ):
                     stop = True
                     break
@@ -580,6 +605,7 @@ class _Trainer:
             _restore(acc.unwrap_model(model), best)
             val_loss, val_nrmse = self._validate(model, val_loader)
         state["final_train_loss"] = self._validate(model, probe_loader, "train_probe")[0]
+        state["final_lr"] = float(optimizer.param_groups[0]["lr"])
         self._checkpoint(state, ckpt_root)
         state["seconds"] = time.monotonic() - run_start
         samples_per_s = state["samples"] / max(state["seconds"], 1e-9)
@@ -587,6 +613,23 @@ class _Trainer:
         if writer is not None:
             writer.close()
         return TrainResult(self.out, state["step"], val_loss, val_nrmse, samples_per_s)
+
+    def _steps_in_budget(
+        self, step: int, timing_start: float, deadline: float, planned: int
+    ) -> int:
+        """The last step that fits before `deadline` at the rate of the steps timed since
+        `timing_start` (95 % of the time left: validation passes take the rest). Ranks agree on
+        the mean of their estimates, so their schedules stay identical."""
+        now = time.monotonic()
+        per_step = (now - timing_start) / self.config.budget_calibration_steps
+        fit = step + 0.95 * max(0.0, deadline - now) / max(per_step, 1e-9)
+        agreed = self.accelerator.reduce(
+            torch.tensor(fit, dtype=torch.float64, device=self.accelerator.device), "mean"
+        )
+        budget = min(planned, max(step + 1, int(agreed)))
+        if self.is_main:
+            print(f"time budget: {budget} of {planned} planned steps fit; the cosine ends there")
+        return budget
 
     def _planned_steps(self) -> int:
         """Optimizer steps of the whole run (what a cosine schedule decays over)."""
@@ -717,6 +760,8 @@ class _Trainer:
             "seconds": round(state["seconds"], 2),
             "samples_per_s": round(samples_per_s, 2),
             "best_step": state.get("best_step"),
+            "step_budget": state.get("step_budget"),
+            "final_lr": state["final_lr"],
             "initial_val_loss": state["initial_val_loss"],
             "initial_train_loss": state["initial_train_loss"],
             "final_train_loss": state["final_train_loss"],
@@ -731,9 +776,10 @@ class _Trainer:
         _plot_curves(self.out / LOG_DIR)
 
 
-def _lr_factor(config: TrainConfig, total_steps: int) -> Any:
+def _lr_factor(config: TrainConfig, total_steps: int | Callable[[], int]) -> Any:
     """Linear warm-up, then constant or a cosine decay to zero at the planned last step (a
-    pure function of the step, so every rank and a resumed run use the same rate)."""
+    pure function of the step and the horizon, so every rank and a resumed run use the same
+    rate). `total_steps` may be a callable: a time budget fixes the horizon during the run."""
     warmup = max(1, config.warmup_steps)
 
     def factor(step: int) -> float:
@@ -741,7 +787,8 @@ def _lr_factor(config: TrainConfig, total_steps: int) -> Any:
             return (step + 1) / warmup
         if config.lr_schedule == "constant":
             return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        total = total_steps() if callable(total_steps) else total_steps
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor

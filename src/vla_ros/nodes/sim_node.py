@@ -3,7 +3,7 @@
 A wall-clock timer steps the world by `step_dt` every `step_dt / real_time_factor` seconds and
 publishes `/clock`, so every other node runs on sim time (`use_sim_time`). The scenario picks the
 robot: mobile3 (odometry each step, lidar scan and egocentric camera at their own rates, commands
-from `cmd_vel`) or arm7 (end-effector pose each step, scene camera, commands from the Servo
+from `cmd_vel`) or arm7 (end-effector pose each step, wrist camera, commands from the Servo
 TwistStamped and the gripper topic). Camera frames are rendered on a worker thread (its own
 MjData and GL context, a one-slot mailbox that drops a frame the worker could not take), so
 rendering never blocks the executor. Commands are the safety node's outputs; one older than

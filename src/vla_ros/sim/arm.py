@@ -1,10 +1,12 @@
 """The arm7 MuJoCo world: our own 7-joint arm with a parallel gripper over a table with 2-3
-coloured blocks, a scene camera, reach and pick tasks. No ROS imports.
+coloured blocks, a wrist camera, reach and pick tasks. No ROS imports.
 
-The camera looks down on the workspace at about 50 degrees from in front of the table, so at
-the learnable model's 64 px a block is 4-5 px and a block's distance from the arm (x) shows
-as clearly as its side (y): a flatter view squeezed the 15 cm of x range into 2-3 px rows,
-and a policy could not tell where to reach.
+The policy sees through a camera on the hand, looking down past the fingers (the eye-in-hand
+view of RoboVLMs' CALVIN gripper camera): reaching becomes centring the block between the
+fingers, the block grows as the hand descends, and at 64 px it is 4 px at the start and ~12 px
+at the goal. A fixed scene camera (kept as `scene`, for looking at episodes) made the policy
+find two small things, the hand and the block, and act on their difference; it never learnt
+to (5 % reach).
 
 Control is what MoveIt Servo does with a TwistStamped: each step the end-effector twist
 (vx, vy, vz, wx, wy, wz in the base frame) becomes joint velocities through a damped
@@ -40,6 +42,12 @@ REACH_ABOVE_M = 0.03
 FINGER_OPEN_M = 0.035
 GRASP_RADIUS_M = 0.018
 HOME_EE = (0.35, 0.0, 0.3)
+APPROACH_HEIGHT_M = 0.1
+APPROACH_SLOPE = 3.0
+"""The expert's approach is a funnel: the goal height over the final point is this times the
+hand's horizontal distance from the block (at most APPROACH_HEIGHT_M), so it descends only as
+it centres and its command is a function of the pose alone, with no hidden phase to guess."""
+NOISE_OFF_AXIS_M = 0.03
 
 
 def down_error(rotation: np.ndarray) -> np.ndarray:
@@ -94,6 +102,7 @@ def _arm_mjcf(scenario: Scenario, image_size: int) -> str:
                     <joint name="j7" axis="0 0 1" range="-2.9 2.9"/>
                     <geom name="palm" type="box" size="0.02 0.05 0.015" pos="0 0 0.03" {link}/>
                     <site name="ee" pos="0 0 0.1" size="0.006"/>
+                    <camera name="wrist" pos="0.06 0 0.03" xyaxes="0 1 0 0.866 0 0.5" fovy="75"/>
                     <body name="finger_l" pos="0 {FINGER_OPEN_M} 0.08">
                       <joint name="finger_l" type="slide" axis="0 1 0" range="-0.04 0.01"/>
                       <geom name="finger_l" type="box" size="0.008 0.004 0.035" {link}/>
@@ -156,7 +165,7 @@ class ArmWorld:
         self.dt = dt
         self.image_size = image_size
         self.cheap_lighting = True
-        self.camera = "scene"
+        self.camera = "wrist"
         self.limits = limits or ArmLimits()
         self.model = mujoco.MjModel.from_xml_string(_arm_mjcf(scenario, image_size))
         self.data = mujoco.MjData(self.model)
@@ -391,7 +400,7 @@ class ArmWorld:
 
 
 class ArmExpert:
-    """Scripted pick/reach: over the block, down, (close, lift), holding the hand pointing down.
+    """Scripted pick/reach: down a funnel onto the block (close, lift), the hand pointing down.
 
     Works from what a robot observes (the end-effector pose) plus the block placement of the
     episode, so the same script drives the world in process and the ROS expert node. A
@@ -414,7 +423,7 @@ class ArmExpert:
         self.target = target or scenario.target
         x, y = next((bx, by) for colour, bx, by in layout.blocks if colour == self.target)
         self.block = np.array([x, y, BLOCK_SIZE_M / 2])
-        self.phase = "above"
+        self.phase = "approach"
         self._wait_s = 0.0
         self._noise = noise
         self._rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xA27])
@@ -427,14 +436,12 @@ class ArmExpert:
         block = self.block
         top = block[2] + BLOCK_SIZE_M / 2
         gripper = 1.0
-        goal = np.array([block[0], block[1], top + 0.1])
-        if self.phase == "above" and np.linalg.norm(goal - ee) < 0.01:
-            self.phase = "down"
-        if self.phase == "down":
-            depth = REACH_ABOVE_M if self.task == "reach" else -BLOCK_SIZE_M / 2
-            goal = np.array([block[0], block[1], top + depth])
-            if self.task == "pick" and np.linalg.norm(goal - ee) < 0.004:
-                self.phase = "close"
+        depth = REACH_ABOVE_M if self.task == "reach" else -BLOCK_SIZE_M / 2
+        final = np.array([block[0], block[1], top + depth])
+        off_axis = float(np.linalg.norm(block[:2] - ee[:2]))
+        goal = final + np.array([0.0, 0.0, min(APPROACH_HEIGHT_M, APPROACH_SLOPE * off_axis)])
+        if self.phase == "approach" and self.task == "pick" and np.linalg.norm(final - ee) < 0.004:
+            self.phase = "close"
         if self.phase == "close":
             goal, gripper = ee, 0.0
             self._wait_s += dt
@@ -448,7 +455,7 @@ class ArmExpert:
             linear *= 0.2 / speed
         angular = np.clip(down_error(rotation) * 3.0, -0.7, 0.7)
         self.label = (np.concatenate([linear, angular]), gripper)
-        if self._noise > 0.0 and self.phase == "above":
+        if self._noise > 0.0 and self.phase == "approach" and off_axis > NOISE_OFF_AXIS_M:
             self._ou = 0.9 * self._ou + 0.1 * self._rng.standard_normal(3) * self._noise
             linear = linear + self._ou
         return np.concatenate([linear, angular]), gripper
