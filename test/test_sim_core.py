@@ -348,7 +348,7 @@ def test_the_reach_experts_command_depends_on_the_pose_alone(arm_worlds) -> None
 def test_the_arm_expert_descends_only_as_it_centres_over_the_block(arm_worlds) -> None:
     """The funnel approach: low over the table only when nearly above the target, so a hand
     that is off to the side is high above the other blocks."""
-    from vla_ros.sim.arm import APPROACH_SLOPE
+    from vla_ros.sim.arm import APPROACH_HEIGHT_M, APPROACH_SLOPE
 
     world = arm_worlds["arm_reach_blue"]
     for seed in range(6):
@@ -357,7 +357,7 @@ def test_the_arm_expert_descends_only_as_it_centres_over_the_block(arm_worlds) -
         final = world.target_point()
         for x, y, z in trace:
             off_axis = math.hypot(x - final[0], y - final[1])
-            assert z - final[2] >= min(0.1, APPROACH_SLOPE * off_axis) - 0.02
+            assert z - final[2] >= min(APPROACH_HEIGHT_M, APPROACH_SLOPE * off_axis) - 0.02
 
 
 def _colour_mask(frame: np.ndarray, colour: str) -> np.ndarray:
@@ -371,21 +371,17 @@ def test_the_wrist_camera_sees_the_target_grow_to_one_place_between_the_fingers(
     """What makes reaching learnable from the image: the view moves with the hand, so at the
     goal the target block fills the same pixels whatever the layout, and it is larger there
     than at the start."""
-    from vla_ros.sim.arm import ArmExpert, ArmWorld
+    from vla_ros.sim.arm import ArmWorld
 
     world = ArmWorld(resolve_scenarios("arm_reach_green")[0], image_size=64)
     assert world.camera == "wrist"
     centres = []
     with Renderer(world) as renderer:
         for seed in range(4):
-            layout = world.reset(seed)
+            world.reset(seed)
             start = _colour_mask(renderer.render(world.snapshot()), "green")
-            expert = ArmExpert(world.scenario, layout, seed)
-            while not world.step(
-                expert.command(world.ee_position(), world.ee_rotation(), world.dt)
-            ).done:
-                pass
-            assert world.result.success
+            result, _ = _run_arm(world, seed)
+            assert result.success
             goal = _colour_mask(renderer.render(world.snapshot()), "green")
             assert 0 < start.sum() < goal.sum() / 3
             rows, cols = np.nonzero(goal)

@@ -4,9 +4,9 @@ coloured blocks, a wrist camera, reach and pick tasks. No ROS imports.
 The policy sees through a camera on the hand, looking down past the fingers (the eye-in-hand
 view of RoboVLMs' CALVIN gripper camera): reaching becomes centring the block between the
 fingers, the block grows as the hand descends, and at 64 px it is 4 px at the start and ~12 px
-at the goal. A fixed scene camera (kept as `scene`, for looking at episodes) made the policy
-find two small things, the hand and the block, and act on their difference; it never learnt
-to (5 % reach).
+at the goal. A fixed scene camera (still in the model: `Renderer(world, camera="scene")`)
+made the policy find two small things, the hand and the block, and act on their difference;
+it never learnt to (5 % reach).
 
 Control is what MoveIt Servo does with a TwistStamped: each step the end-effector twist
 (vx, vy, vz, wx, wy, wz in the base frame) becomes joint velocities through a damped
@@ -48,6 +48,7 @@ APPROACH_SLOPE = 3.0
 hand's horizontal distance from the block (at most APPROACH_HEIGHT_M), so it descends only as
 it centres and its command is a function of the pose alone, with no hidden phase to guess."""
 NOISE_OFF_AXIS_M = 0.03
+"""Demonstration noise stops this close (horizontally) to the block: the last cm stay clean."""
 
 
 def down_error(rotation: np.ndarray) -> np.ndarray:

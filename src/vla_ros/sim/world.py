@@ -291,7 +291,7 @@ class MobileWorld:
 
 
 class Renderer:
-    """RGB frames of a world's camera (mobile: egocentric, arm: scene) from `snapshot()`s, on
+    """RGB frames of a world's camera (mobile: egocentric, arm: wrist) from `snapshot()`s, on
     its own MjData, so a worker thread can render while the owner keeps stepping. Close it
     explicitly (MuJoCo's GL context otherwise fails at interpreter exit)."""
 
