@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 class ExpertConfig:
     """Tracking gains and limits; speeds stay inside config/mobile.yaml's safety limits."""
 
-    clearance_m: float = 0.25
+    clearance_m: float = 0.35
     lookahead_m: float = 0.35
     max_speed: float = 0.4
     max_turn: float = 0.9
