@@ -14,6 +14,7 @@ from vla_ros.learn.samples import (
     chunk_target,
     draw_gaps,
     event_cadence,
+    deployed_trigger,
     history_indices,
     trigger_from_params,
 )
@@ -25,6 +26,18 @@ def test_shipped_mobile_config_spaces_history_two_to_seven_steps():
     assert trigger.chunk_low_threshold == 3
     cadence = event_cadence(trigger, period_s=0.1, chunk=10)
     assert (cadence.min_steps, cadence.max_steps) == (2, 7)
+
+
+def test_an_arm_model_is_trained_for_the_arms_sooner_replanning(tmp_path):
+    """config/arm.yaml replans with 7 of 10 actions left: an arm head's history gaps are 2-3
+    steps, not the mobile base's 2-7; an explicit params file overrides the shipped one."""
+    arm = event_cadence(deployed_trigger("arm7"), period_s=0.1, chunk=10)
+    assert (arm.min_steps, arm.max_steps) == (2, 3)
+    mobile = event_cadence(deployed_trigger("mobile3"), period_s=0.1, chunk=10)
+    assert (mobile.min_steps, mobile.max_steps) == (2, 7)
+    params = tmp_path / "params.yaml"
+    params.write_text("vla_inference:\n  ros__parameters:\n    chunk_low_threshold: 5\n")
+    assert deployed_trigger("arm7", params).chunk_low_threshold == 5
 
 
 def test_heartbeat_bounds_the_gap_when_chunks_are_long():

@@ -113,6 +113,35 @@ def test_a_time_budget_ends_the_cosine_at_zero_when_time_runs_out(
         _config("d", "i", "o", max_minutes=0.0)
 
 
+def test_each_epoch_re_times_the_budget_when_the_machine_slows_down(
+    dataset, learnable, tmp_path, monkeypatch, capsys
+):
+    """A step rate timed while the machine was idle would overshoot once a load arrives: the
+    deadline would then cut the run at a high learning rate. Re-timed at each epoch end, the
+    budget shrinks and the cosine still ends at zero. The fake clock triples its tick after the
+    first 40 readings."""
+    from types import SimpleNamespace
+
+    import vla_ros.learn.train as train_module
+
+    ticks = itertools.chain(itertools.repeat(1, 40), itertools.repeat(3))
+    clock = itertools.accumulate(ticks)
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    out = tmp_path / "re-timed"
+    cfg = _config(
+        dataset, learnable, out, max_steps=None, epochs=10_000, max_minutes=5.0,
+        lr_schedule="cosine", warmup_steps=2, budget_calibration_steps=4,
+    )  # fmt: skip
+    train(cfg)
+    budgets = [int(line.split()[2]) for line in capsys.readouterr().out.splitlines()
+               if line.startswith("time budget:")]  # fmt: skip
+    summary = json.loads((out / "training" / "summary.json").read_text())
+    assert len(budgets) >= 2
+    assert budgets[-1] < budgets[0]
+    assert summary["steps"] == summary["step_budget"] == budgets[-1]
+    assert summary["final_lr"] == pytest.approx(0.0, abs=1e-3 * cfg.lr)
+
+
 def test_window_override_trains_and_saves_that_history_length(dataset, learnable, tmp_path):
     out = tmp_path / "single-frame"
     train(_config(dataset, learnable, out, recipe="full", window=1, max_steps=2))

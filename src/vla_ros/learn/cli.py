@@ -140,7 +140,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="after warm-up: constant, or cosine decay to 0 over --epochs/--max-steps",
     )
     train.add_argument(
-        "--trigger-params", type=Path, default=None, help="params file (default config/mobile.yaml)"
+        "--trigger-params",
+        type=Path,
+        default=None,
+        help="params file whose trigger spaces the history "
+        "(default: the model's config/mobile.yaml or config/arm.yaml)",
     )
     train.add_argument(
         "--lora-rank", type=int, default=16, help="lora: adapter rank r (alpha = 2r)"

@@ -66,6 +66,14 @@ def event_cadence(trigger: TriggerConfig, period_s: float, chunk: int) -> Histor
     return HistoryCadence("event", low, high)
 
 
+def deployed_trigger(action_space: str, params: str | Path | None = None) -> TriggerConfig:
+    """The trigger the inference node runs: from `params`, else the action space's shipped
+    file (config/mobile.yaml or config/arm.yaml), whose trigger settings differ."""
+    from vla_ros.bringup import default_params_file
+
+    return trigger_from_params(params if params else default_params_file(action_space))
+
+
 def trigger_from_params(path: str | Path, node: str = "vla_inference") -> TriggerConfig:
     """The TriggerConfig a parameter file gives the inference node (defaults where unset)."""
     raw = read_mapping(path, "no parameter file", "node sections")

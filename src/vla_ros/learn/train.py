@@ -40,10 +40,10 @@ from torch import nn
 from vla_ros.learn.samples import (
     HistoryCadence,
     chunk_target,
+    deployed_trigger,
     draw_gaps,
     event_cadence,
     history_indices,
-    trigger_from_params,
 )
 from vla_ros.learn.spec import DatasetError
 from vla_ros.learn.store import MIN_AXIS_RANGE, Dataset, LoadedSplit
@@ -315,7 +315,6 @@ class _Trainer:
     # -- data and model -------------------------------------------------------------------
 
     def load(self) -> None:
-        from vla_ros.bringup import default_params_file
         from vla_ros.policy.backbone import PaliGemmaBackbone
         from vla_ros.policy.codec import ActionCodec
         from vla_ros.policy.config import HEAD_FILE, PolicyConfig
@@ -347,9 +346,9 @@ class _Trainer:
             backbone.action_token.copy_(token)
         low, high = dataset.norm_bounds
         period = 1.0 / dataset.control_rate_hz
-        params = Path(cfg.trigger_params) if cfg.trigger_params else default_params_file("mobile")
         if cfg.history == "event":
-            cadence = event_cadence(trigger_from_params(params), period, policy.chunk)
+            trigger = deployed_trigger(policy.action_space, cfg.trigger_params)
+            cadence = event_cadence(trigger, period, policy.chunk)
         else:
             cadence = HistoryCadence("step", 1, 1)
         self.cadence = cadence
@@ -534,12 +533,13 @@ class _Trainer:
             else None
         )
         budgeted = deadline is not None and cfg.lr_schedule == "cosine"
-        calibration = (state["step"] + cfg.budget_calibration_steps, time.monotonic())
-        total = self._planned_steps()
-        progress = _Progress(cfg.progress and self.is_main, total, state["step"])
+        planned = self._planned_steps()
         if "initial_val_loss" not in state:
             state["initial_val_loss"] = self._validate(model, val_loader)[0]
             state["initial_train_loss"] = self._validate(model, probe_loader, "train_probe")[0]
+        # Timed from here, after the initial validation, which would otherwise count as steps.
+        timing = (state["step"], time.monotonic())
+        progress = _Progress(cfg.progress and self.is_main, horizon[0], state["step"])
         val_loss = val_nrmse = float("nan")
         best: dict[str, torch.Tensor] | None = None
         stop = False
@@ -575,10 +575,12 @@ class _Trainer:
                 if writer is not None:
                     writer.add_scalar("train/loss", running[-1], state["step"])
                     writer.add_scalar("train/samples_per_s", rate, state["step"])
-                if budgeted and "step_budget" not in state and state["step"] == calibration[0]:
+                calibrated = state["step"] == timing[0] + cfg.budget_calibration_steps
+                if budgeted and "step_budget" not in state and calibrated:
                     horizon[0] = state["step_budget"] = self._steps_in_budget(
-                        state["step"], calibration[1], deadline, horizon[0]
+                        state["step"], timing, deadline, planned
                     )
+                    progress.set_total(horizon[0])
                 if state["step"] % cfg.checkpoint_every == 0:
                     self._checkpoint(state, ckpt_root)
                 if (
@@ -592,6 +594,13 @@ class _Trainer:
                 state["epoch"] = epoch + 1
                 state["batch"] = 0
             val_loss, val_nrmse = self._validate(model, val_loader)
+            if budgeted and not stop and "step_budget" in state and state["step"] > timing[0]:
+                # Each epoch re-times the run: a rate measured in 30 steps under a passing load
+                # would otherwise fix the whole schedule.
+                horizon[0] = state["step_budget"] = self._steps_in_budget(
+                    state["step"], timing, deadline, planned
+                )
+                progress.set_total(horizon[0])
             if cfg.keep_best and val_loss < state.get("best_val_loss", math.inf):
                 state["best_val_loss"], state["best_step"] = val_loss, state["step"]
                 best = _trainable_copy(acc.unwrap_model(model))
@@ -615,13 +624,13 @@ class _Trainer:
         return TrainResult(self.out, state["step"], val_loss, val_nrmse, samples_per_s)
 
     def _steps_in_budget(
-        self, step: int, timing_start: float, deadline: float, planned: int
+        self, step: int, timing: tuple[int, float], deadline: float, planned: int
     ) -> int:
         """The last step that fits before `deadline` at the rate of the steps timed since
-        `timing_start` (95 % of the time left: validation passes take the rest). Ranks agree on
-        the mean of their estimates, so their schedules stay identical."""
+        `timing` (step, clock) (95 % of the time left: validation passes take the rest). Ranks
+        agree on the mean of their estimates, so their schedules stay identical."""
         now = time.monotonic()
-        per_step = (now - timing_start) / self.config.budget_calibration_steps
+        per_step = (now - timing[1]) / max(1, step - timing[0])
         fit = step + 0.95 * max(0.0, deadline - now) / max(per_step, 1e-9)
         agreed = self.accelerator.reduce(
             torch.tensor(fit, dtype=torch.float64, device=self.accelerator.device), "mean"
@@ -875,6 +884,10 @@ class _Progress:
         )
         self._bar.start()
         self._task = self._bar.add_task("train", total=total, completed=done, info="")
+
+    def set_total(self, total: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)
 
     def update(self, step: int, loss: float, rate: float, epoch: int) -> None:
         if self._bar is not None:
