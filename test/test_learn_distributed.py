@@ -64,6 +64,8 @@ def test_two_gloo_ranks_hold_identical_weights_and_reduce_the_loss(tmp_path):
         "head",
         "--max-steps",
         "12",
+        "--max-minutes",  # never reached: the ranks still vote on the deadline at every step
+        "30",
         "--batch-size",
         "8",
         "--lr",

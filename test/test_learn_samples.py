@@ -12,9 +12,9 @@ from vla_ros.core.trigger import TriggerConfig
 from vla_ros.learn.samples import (
     HistoryCadence,
     chunk_target,
+    deployed_trigger,
     draw_gaps,
     event_cadence,
-    deployed_trigger,
     history_indices,
     trigger_from_params,
 )

@@ -585,7 +585,7 @@ class _Trainer:
                     self._checkpoint(state, ckpt_root)
                 if (
                     (cfg.max_steps and state["step"] >= cfg.max_steps)
-                    or (deadline is not None and time.monotonic() >= deadline)
+                    or self._deadline_passed(deadline)
                     or state["step"] >= state.get("step_budget", math.inf)
                 ):
                     stop = True
@@ -622,6 +622,17 @@ class _Trainer:
         if writer is not None:
             writer.close()
         return TrainResult(self.out, state["step"], val_loss, val_nrmse, samples_per_s)
+
+    def _deadline_passed(self, deadline: float | None) -> bool:
+        """Whether time is up, agreed by all ranks: each reads its own clock, and a rank that
+        stopped alone would leave the others waiting in their next gradient all-reduce."""
+        if deadline is None:
+            return False
+        passed = time.monotonic() >= deadline
+        if self.accelerator.num_processes == 1:
+            return passed
+        votes = torch.tensor(float(passed), device=self.accelerator.device)
+        return bool(self.accelerator.reduce(votes, "sum") > 0)
 
     def _steps_in_budget(
         self, step: int, timing: tuple[int, float], deadline: float, planned: int
