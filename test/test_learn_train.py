@@ -86,25 +86,31 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_planned_end(tmp_pat
         _config("d", "i", "o", window=0)
 
 
+def _train_on_a_fake_clock(monkeypatch, dataset, learnable, out, ticks, minutes):
+    """A cosine run with a time budget, on a clock that advances by `ticks` per reading."""
+    from types import SimpleNamespace
+
+    import vla_ros.learn.train as train_module
+
+    clock = itertools.accumulate(ticks)
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    cfg = _config(
+        dataset, learnable, out, max_steps=None, epochs=10_000, max_minutes=minutes,
+        lr_schedule="cosine", warmup_steps=2, budget_calibration_steps=4,
+    )  # fmt: skip
+    train(cfg)
+    return cfg, json.loads((out / "training" / "summary.json").read_text())
+
+
 def test_a_time_budget_ends_the_cosine_at_zero_when_time_runs_out(
     dataset, learnable, tmp_path, monkeypatch
 ):
     """--max-minutes with a cosine schedule: the run times its first steps, fixes how many fit
     the budget, and decays to zero there, instead of being cut near the peak rate of an epoch
     plan that would take far longer. A fake clock (one second per reading) makes it exact."""
-    from types import SimpleNamespace
-
-    import vla_ros.learn.train as train_module
-
-    readings = itertools.count()
-    monkeypatch.setattr(train_module, "time", SimpleNamespace(monotonic=lambda: next(readings)))
-    out = tmp_path / "budgeted"
-    cfg = _config(
-        dataset, learnable, out, max_steps=None, epochs=10_000, max_minutes=1.0,
-        lr_schedule="cosine", warmup_steps=2, budget_calibration_steps=4,
-    )  # fmt: skip
-    train(cfg)
-    summary = json.loads((out / "training" / "summary.json").read_text())
+    cfg, summary = _train_on_a_fake_clock(
+        monkeypatch, dataset, learnable, tmp_path / "budgeted", itertools.repeat(1), 1.0
+    )
     assert summary["step_budget"] is not None
     assert summary["steps"] == summary["step_budget"]
     assert 10 < summary["step_budget"] < 60
@@ -120,22 +126,12 @@ def test_each_epoch_re_times_the_budget_when_the_machine_slows_down(
     deadline would then cut the run at a high learning rate. Re-timed at each epoch end, the
     budget shrinks and the cosine still ends at zero. The fake clock triples its tick after the
     first 40 readings."""
-    from types import SimpleNamespace
-
-    import vla_ros.learn.train as train_module
-
     ticks = itertools.chain(itertools.repeat(1, 40), itertools.repeat(3))
-    clock = itertools.accumulate(ticks)
-    monkeypatch.setattr(train_module, "time", SimpleNamespace(monotonic=lambda: next(clock)))
-    out = tmp_path / "re-timed"
-    cfg = _config(
-        dataset, learnable, out, max_steps=None, epochs=10_000, max_minutes=5.0,
-        lr_schedule="cosine", warmup_steps=2, budget_calibration_steps=4,
-    )  # fmt: skip
-    train(cfg)
+    cfg, summary = _train_on_a_fake_clock(
+        monkeypatch, dataset, learnable, tmp_path / "re-timed", ticks, 5.0
+    )
     budgets = [int(line.split()[2]) for line in capsys.readouterr().out.splitlines()
                if line.startswith("time budget:")]  # fmt: skip
-    summary = json.loads((out / "training" / "summary.json").read_text())
     assert len(budgets) >= 2
     assert budgets[-1] < budgets[0]
     assert summary["steps"] == summary["step_budget"] == budgets[-1]
