@@ -140,3 +140,34 @@ def test_a_volatile_publisher_reaches_the_instruction_topic(stack, ros_context, 
         executor.shutdown()
     finally:
         node.destroy_node()
+
+
+def _collector(states, diagnostics, in_graph):
+    from vla_ros.commands import StatusCollector
+
+    collector = StatusCollector.__new__(StatusCollector)
+    collector.states, collector.diagnostics, collector.in_graph = states, diagnostics, in_graph
+    return collector
+
+
+def test_status_waits_for_a_node_that_is_in_the_graph_but_has_not_answered():
+    collector = _collector(
+        {"vla_safety": "active", "vla_inference": "absent"},
+        {"vla_safety": {}},
+        {"vla_safety", "vla_inference"},
+    )
+    assert not collector.complete()
+    assert collector.state("vla_inference") == "no answer"
+    collector.states["vla_inference"] = "inactive"
+    assert collector.complete()
+
+
+def test_status_takes_the_state_a_node_s_diagnostics_carry_when_its_service_is_unmatched():
+    collector = _collector(
+        {"vla_inference": "absent"},
+        {"vla_inference": {"values": {"lifecycle_state": "active"}}},
+        {"vla_inference"},
+    )
+    assert collector.state("vla_inference") == "active"
+    assert collector.complete()
+    assert collector.state("vla_camera") == "absent"

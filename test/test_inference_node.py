@@ -266,6 +266,7 @@ def test_mobile3_frames_and_instruction_become_raw_twists(make_rig):
     diag = rig.diagnostic(lambda d: d.get("inferences", "0") != "0")
     assert diag["model_id"] == "stub-test"
     assert diag["device"] == "cpu"
+    assert diag["lifecycle_state"] == "active"
     assert diag["events_start"] == "1"
     assert math.isfinite(float(diag["model_p50_ms"]))
     assert math.isfinite(float(diag["overhead_p99_ms"]))

@@ -201,6 +201,7 @@ class StatusCollector:
         )
         self._clients = {name: node.create_client(GetState, f"{name}/get_state") for name in NODES}
         self._pending: dict[str, tuple[Any, float]] = {}
+        self.in_graph: set[str] = set()
 
     def _on_event(self, msg: Any) -> None:
         with contextlib.suppress(ValueError):
@@ -221,6 +222,13 @@ class StatusCollector:
         from lifecycle_msgs.srv import GetState
 
         now = time.monotonic()
+        namespace = self.session.node.get_namespace()
+        # A node is often in the graph before its services are discovered: wait for those.
+        self.in_graph = {
+            name
+            for name, node_namespace in self.session.node.get_node_names_and_namespaces()
+            if node_namespace == namespace and name in NODES
+        }
         for name, client in self._clients.items():
             future, sent = self._pending.get(name, (None, 0.0))
             if future is not None and future.done():
@@ -238,17 +246,30 @@ class StatusCollector:
                 else:
                     self.states.setdefault(name, "absent")
 
+    def state(self, name: str) -> str:
+        """The get_state answer, else the state the node's diagnostics carry: Fast DDS can leave
+        a service unmatched for long (ros2/rmw_fastrtps#792) while the node's topics flow."""
+        answered = self.states.get(name, "absent")
+        if answered != "absent":
+            return answered
+        carried = self.diagnostics.get(name, {}).get("values", {}).get("lifecycle_state")
+        if carried:
+            return carried
+        return "no answer" if name in self.in_graph else "absent"
+
     def complete(self) -> bool:
-        """Every node that shows signs of life answered both ways: its lifecycle state and, when
-        active, its diagnostics (a node with neither shows as absent)."""
+        """Every node that shows signs of life (in the graph, a lifecycle state or diagnostics)
+        answered both ways: its lifecycle state and, when active, its diagnostics."""
         up = {
             name
             for name in NODES
-            if self.states.get(name, "absent") != "absent" or name in self.diagnostics
+            if self.states.get(name, "absent") != "absent"
+            or name in self.diagnostics
+            or name in self.in_graph
         }
         return bool(up) and all(
-            self.states.get(name, "absent") != "absent"
-            and (name in self.diagnostics or self.states[name] != "active")
+            self.state(name) not in ("absent", "no answer")
+            and (name in self.diagnostics or self.state(name) != "active")
             for name in up
         )
 
@@ -257,7 +278,7 @@ class StatusCollector:
         return {
             "nodes": {
                 name: {
-                    "state": self.states.get(name, "absent"),
+                    "state": self.state(name),
                     "level": self.diagnostics.get(name, {}).get("level"),
                     "message": self.diagnostics.get(name, {}).get("message", ""),
                 }

@@ -212,7 +212,12 @@ def topic_name_problem(values: Mapping[str, Any], names: Sequence[str]) -> str |
 def diagnostic_array(
     node: Node, name: str, level: bytes, message: str, values: Mapping[str, Any]
 ) -> DiagnosticArray:
-    """One DiagnosticStatus stamped now; `level` is DiagnosticStatus.OK, WARN or ERROR."""
+    """One DiagnosticStatus stamped now; `level` is DiagnosticStatus.OK, WARN or ERROR. A managed
+    node's lifecycle state rides along, so a monitor still knows it when DDS has not (yet)
+    matched the node's get_state service."""
+    state = getattr(node, "lifecycle_state", None)
+    if state is not None:
+        values = {**values, "lifecycle_state": state}
     status = DiagnosticStatus(
         level=level,
         name=name,
