@@ -105,7 +105,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--epochs", type=int, default=10, help="passes over the training split")
     train.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     train.add_argument(
-        "--max-minutes", type=float, default=None, help="stop (and save) after this long"
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop (and save) after this many minutes of training; the head recipe's feature "
+        "caching and the first validation come before the clock starts",
     )
     train.add_argument("--batch-size", type=int, default=4, help="per process")
     train.add_argument(
