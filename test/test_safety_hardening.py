@@ -336,6 +336,31 @@ def test_item10_loosening_is_named_and_tightening_is_not():
     assert loosened(old, longer) == ["command_timeout"]
 
 
+def test_switching_a_check_off_or_slowing_the_output_counts_as_loosening():
+    from vla_ros.safety.config import loosened
+
+    def arm(**changes):
+        return SafetyConfig.from_params(
+            {
+                "mode": "arm7",
+                **_params(shipped("arm7")),
+                "workspace_sphere_center": [0.0, 0.0, 0.3],
+                "workspace_sphere_radius": 0.85,
+                **changes,
+            }
+        )
+
+    old = arm()
+    assert loosened(old, arm(fault_max_rejections=0)) == ["fault_max_rejections"]
+    assert loosened(old, arm(workspace_sphere_radius=0.0)) == ["workspace_sphere_radius"]
+    assert loosened(old, arm(workspace_sphere_radius=1.0)) == ["workspace_sphere_radius"]
+    assert loosened(old, arm(output_rate_hz=old.output_rate_hz / 2)) == ["output_rate_hz"]
+    assert loosened(old, arm(fault_max_rejections=3, workspace_sphere_radius=0.5)) == []
+    assert loosened(old, arm(output_rate_hz=old.output_rate_hz * 2)) == []
+    off = arm(fault_max_rejections=0, workspace_sphere_radius=0.0)
+    assert loosened(off, arm(fault_max_rejections=20, workspace_sphere_radius=2.0)) == []
+
+
 def test_item10_unknown_keys_are_named():
     from vla_ros.safety.config import unknown_keys
 

@@ -216,7 +216,7 @@ def test_runtime_parameter_changes_are_validated_through_the_node(rigs, spin_unt
     assert rig.node.core.config.max_velocity == (0.5, 0.5, 1.0)
     assert set_params(max_velocity=[0.2, 0.1, 0.5]).successful
     assert rig.node.core.config.max_velocity == (0.2, 0.1, 0.5)
-    assert set_params(output_rate_hz=20.0).successful
+    assert set_params(output_rate_hz=100.0).successful
     sender = rig.peer.create_timer(0.02, lambda: rig.cmd.publish(twist(1.0, 0.0, 0.0)))
     assert spin_until(rig.executor, lambda: rig.outputs and rig.outputs[-1].linear.x == 0.2)
     assert spin_until(rig.executor, lambda: rig.value("max_velocity") == "[0.2, 0.1, 0.5]")
@@ -375,4 +375,25 @@ def test_a_failing_core_latches_a_stop_instead_of_killing_the_output_timer(rigs,
     count = len(rig.outputs)
     assert spin_until(rig.executor, lambda: len(rig.outputs) >= count + 5)
     assert all(m == Twist() for m in rig.outputs)
+    rig.peer.destroy_timer(sender)
+
+
+def test_reactivation_ramps_up_from_the_zero_it_commanded_on_deactivation(rigs, spin_until):
+    rig = rigs(max_accel=[1.0, 1.0, 1.0])
+    sender = rig.peer.create_timer(0.02, lambda: rig.cmd.publish(twist(0.5)))
+    assert spin_until(
+        rig.executor, lambda: rig.outputs and rig.outputs[-1].linear.x == pytest.approx(0.5)
+    )
+    rig.node.trigger_deactivate()
+    assert spin_until(rig.executor, lambda: rig.outputs[-1].linear.x == 0.0)
+    start = len(rig.outputs)
+    rig.node.trigger_activate()
+    assert spin_until(
+        rig.executor,
+        lambda: rig.outputs[start:] and rig.outputs[-1].linear.x == pytest.approx(0.5),
+    )
+    vx = [m.linear.x for m in rig.outputs[start:]]
+    # 1 m/s^2 at 50 Hz: a few centimetres per second per output, never the old 0.5 at once.
+    assert vx[0] < 0.1
+    assert max(b - a for a, b in itertools.pairwise(vx)) < 0.1
     rig.peer.destroy_timer(sender)

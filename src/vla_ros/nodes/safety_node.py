@@ -353,6 +353,7 @@ class SafetyNode(ManagedNode):
             self.destroy_timer(self._guard)
             self._timer = None
             self._publish_zero("stopped")
+            self.core.output_stopped()
         from rclpy.duration import Duration
 
         self._cmd_pub.wait_for_all_acked(Duration(seconds=0.5))

@@ -398,8 +398,16 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     return tuple(float(item) for item in items)
 
 
+# A lower output rate is looser too: the watchdog, the ramps and every zone act later.
 _TIGHTER_IS_HIGHER = frozenset(
-    {"min_confidence", "lookahead_s", "time_to_collision_s", "geofence_margin", "workspace_margin"}
+    {
+        "min_confidence",
+        "lookahead_s",
+        "time_to_collision_s",
+        "geofence_margin",
+        "workspace_margin",
+        "output_rate_hz",
+    }
 )
 _TIGHTER_IS_LOWER = frozenset(
     {
@@ -418,6 +426,8 @@ _TIGHTER_IS_LOWER = frozenset(
         "workspace_sphere_radius",
     }
 )
+# 0 switches these checks off, so 0 is the loosest value, not the tightest.
+_ZERO_DISABLES = frozenset({"fault_max_rejections", "workspace_sphere_radius"})
 _ANY_CHANGE = frozenset(
     {"command_frame", "scan_pose", "gripper_on_estop", "workspace_sphere_center", "footprint"}
 )
@@ -437,7 +447,9 @@ def loosened(old: SafetyConfig, new: SafetyConfig) -> list[str]:
         a, b = getattr(old, name), getattr(new, name)
         if a == b:
             continue
-        if name in _TIGHTER_IS_LOWER:
+        if name in _ZERO_DISABLES:
+            worse = b == 0 or (a != 0 and b > a)
+        elif name in _TIGHTER_IS_LOWER:
             worse = b > a
         elif name in _TIGHTER_IS_HIGHER or name == "fault_window_s":
             worse = b < a
@@ -457,7 +469,7 @@ def loosened(old: SafetyConfig, new: SafetyConfig) -> list[str]:
             worse = bool(a) and (not b or any(y > x for x, y in zip(a, b, strict=True)))
         elif name in _ANY_CHANGE:
             worse = True
-        else:  # mode, output_rate_hz: not limits (the mode cannot change anyway)
+        else:  # mode: not a limit (and it cannot change at run time anyway)
             worse = False
         if worse:
             names.append(name)

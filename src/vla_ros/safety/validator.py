@@ -389,6 +389,11 @@ class SafetyValidator:
             return True, f"fault released ({fault})"
         return True, "e-stop released" if was else "not engaged; command state cleared"
 
+    def output_stopped(self) -> None:
+        """The node zeroed the robot itself (lifecycle deactivate): when the output starts
+        again it ramps up from rest, not from the velocity it had before."""
+        self._velocity = (0.0,) * self._dof
+
     def _forget_commands(self) -> None:
         self._commands.clear()
         self._stamps.clear()

@@ -15,6 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 
 _EPS = 1e-6
+# The lookahead is checked at sub-steps at most a quarter of a zone's width apart (and never
+# further than 5 cm), so a long horizon cannot carry a point from one side of a zone to the
+# other between two checks; the count is bounded to keep the 50 Hz output cheap.
+_MAX_SUBSTEP_M = 0.05
+_MIN_SUBSTEP_M = 0.005
+_MAX_SUBSTEPS = 256
 
 
 def polygon(flat: Sequence[float]) -> np.ndarray:
@@ -64,6 +70,17 @@ def depth(poly: np.ndarray, points: np.ndarray) -> np.ndarray:
 def radius(poly: np.ndarray) -> float:
     """Largest distance from the origin to any point of the polygon (its farthest vertex)."""
     return float(np.sqrt((poly**2).sum(axis=1)).max())
+
+
+def width(poly: np.ndarray) -> float:
+    """Smallest extent of the polygon across any of its edges' directions (its width if convex)."""
+    edge = np.roll(poly, -1, axis=0) - poly
+    length = np.maximum(np.hypot(edge[:, 0], edge[:, 1]), 1e-18)
+    rel = poly[None, :, :] - poly[:, None, :]
+    across = (
+        np.abs(edge[:, None, 0] * rel[..., 1] - edge[:, None, 1] * rel[..., 0]) / length[:, None]
+    )
+    return float(across.max(axis=1).min())
 
 
 def near(points: np.ndarray, reach: float) -> np.ndarray:
@@ -162,6 +179,11 @@ class ObstacleZones:
             for zone in (self.stop, self.slowdown, self.footprint)
             if zone is not None
         }
+        self._substep = {
+            id(zone): min(_MAX_SUBSTEP_M, max(_MIN_SUBSTEP_M, width(zone) / 4.0))
+            for zone in (self.stop, self.footprint)
+            if zone is not None
+        }
 
     def evaluate(self, points: np.ndarray, motion: Sequence[float]) -> ZoneResult:
         """The most restrictive zone wins; zero motion is always allowed."""
@@ -188,13 +210,15 @@ class ObstacleZones:
     def _goes_deeper(
         self, zone: np.ndarray, points: np.ndarray, vx: float, vy: float, wz: float
     ) -> bool:
-        """Would any obstacle point get deeper into `zone` within the lookahead?
+        """Would any obstacle point get deeper into `zone` at any time within the lookahead?
 
         Per point, not only the deepest one, so a shallow obstacle cannot be pushed in while a
         deeper one holds the maximum. A point may only reach a depth that some obstacle point
         already had within the distance the motion moves points (`moved`): sliding along a wall
         brings each wall point to where its neighbour was, which is no new intrusion, and backing
         away or turning a point out is always allowed, so touching an obstacle never wedges it.
+        Checked along the way, not only at the horizon: a point carried right through the zone
+        ends outside it.
         """
         travel = math.hypot(vx, vy) * self.lookahead_s
         reach = self._radius[id(zone)] + travel + _EPS
@@ -202,15 +226,21 @@ class ObstacleZones:
         if len(candidates) == 0:
             return False
         before = depth(zone, candidates)
-        projected = project(candidates, vx, vy, wz, self.lookahead_s)
-        after = depth(zone, projected)
-        deeper = np.flatnonzero(after > before + _EPS)
-        if len(deeper) == 0:
-            return False
-        moved = travel + abs(wz) * self.lookahead_s * reach
-        gaps = np.sqrt(((projected[deeper, None, :] - candidates[None, :, :]) ** 2).sum(axis=2))
-        known = np.where(gaps <= moved + _EPS, before[None, :], 0.0).max(axis=1)
-        return bool(np.any(after[deeper] > known + _EPS))
+        sweep = travel + abs(wz) * self.lookahead_s * reach
+        steps = min(_MAX_SUBSTEPS, max(1, math.ceil(sweep / self._substep[id(zone)])))
+        for step in range(1, steps + 1):
+            fraction = step / steps
+            projected = project(candidates, vx, vy, wz, self.lookahead_s * fraction)
+            after = depth(zone, projected)
+            deeper = np.flatnonzero(after > before + _EPS)
+            if len(deeper) == 0:
+                continue
+            gaps = np.sqrt(((projected[deeper, None, :] - candidates[None, :, :]) ** 2).sum(axis=2))
+            moved = sweep * fraction
+            known = np.where(gaps <= moved + _EPS, before[None, :], 0.0).max(axis=1)
+            if np.any(after[deeper] > known + _EPS):
+                return True
+        return False
 
     def _time_to_collision(
         self, points: np.ndarray, vx: float, vy: float, wz: float
