@@ -194,6 +194,27 @@ def test_cli_refuses_a_missing_model_dir_before_starting_anything(tmp_path, caps
     assert str(tmp_path / "none") in err
 
 
+@pytest.mark.parametrize(
+    ("section", "value", "named"),
+    [
+        ("vla_safty", "0.3", "did you mean 'vla_safety'"),
+        ("vla_safety", "fast", "vla_safety.max_linear_speed is 'fast', a str"),
+        ("vla_safety", '"0.2"', "vla_safety.max_linear_speed is '0.2', a str"),
+        ("vla_safety", "1", "vla_safety.max_linear_speed is 1, a int"),
+    ],
+)
+def test_cli_refuses_an_overlay_whose_limit_would_silently_not_apply(
+    tmp_path, capsys, section, value, named
+) -> None:
+    from vla_ros.cli import main
+
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(f"{section}:\n  ros__parameters:\n    max_linear_speed: {value}\n")
+    code = main(["sim", "eval", "--episodes", "1", "--params-overlay", str(overlay)])
+    assert code == 2
+    assert named in capsys.readouterr().err
+
+
 def test_cli_refuses_a_missing_parameter_overlay_by_name(tmp_path, capsys) -> None:
     from vla_ros.cli import main
 

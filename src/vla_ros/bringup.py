@@ -75,12 +75,51 @@ def config_file(name: str) -> Path:
 def ros_args_for(options: StackOptions) -> list[str]:
     """Arguments for `rclpy.init(args=...)` that load the parameter files for every node, in
     order, so an overlay's values replace the base file's."""
-    args = ["--ros-args", "--params-file", str(options.resolved_params_file())]
+    from vla_ros.nodes.common import misspelled_sections
+
+    base = options.resolved_params_file()
+    args = ["--ros-args", "--params-file", str(base)]
     for overlay in options.overlay_params_files:
         if not Path(overlay).is_file():
             raise FileNotFoundError(f"parameter overlay {overlay} does not exist")
         args += ["--params-file", str(overlay)]
+    misspelled = misspelled_sections(args)
+    if misspelled:
+        raise ValueError(f"unknown parameter file section: {'; '.join(misspelled)}")
+    retyped = retyped_overrides(base, options.overlay_params_files)
+    if retyped:
+        raise ValueError(f"parameter overlay changes a type: {'; '.join(retyped)}")
     return args
+
+
+def retyped_overrides(base: str | Path, overlays: Sequence[str | Path]) -> list[str]:
+    """Overlay values of another type than the base file's for the same node and key: rcl keeps
+    the first file's value without a word, so a limit written as `fast`, `"0.2"` or `1` (for
+    1.0) would silently not apply."""
+    import yaml
+
+    def parameters(path: str | Path) -> dict[tuple[str, str], Any]:
+        try:
+            document = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            return {}  # rcl reports unreadable files itself
+        found = {}
+        for section, body in document.items() if isinstance(document, dict) else ():
+            values = body.get("ros__parameters") if isinstance(body, dict) else None
+            for key, value in values.items() if isinstance(values, dict) else ():
+                found[(str(section).rsplit("/", 1)[-1], str(key))] = value
+        return found
+
+    known = parameters(base)
+    problems = []
+    for overlay in overlays:
+        for (node, key), value in parameters(overlay).items():
+            if (node, key) in known and type(value) is not type(known[(node, key)]):
+                problems.append(
+                    f"{overlay}: {node}.{key} is {value!r}, a {type(value).__name__}; "
+                    f"{base} gives it as a {type(known[(node, key)]).__name__}"
+                )
+    return problems
 
 
 def build_stack(
@@ -179,14 +218,13 @@ def run_bringup(options: StackOptions) -> int:
         StopSignals,
         init_without_signal_handlers,
         make_executor,
-        misspelled_sections,
         stop_nodes,
     )
 
-    args = ros_args_for(options)
-    misspelled = misspelled_sections(args)
-    if misspelled:
-        print(f"[FATAL] unknown parameter file section: {'; '.join(misspelled)}")
+    try:
+        args = ros_args_for(options)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"[FATAL] {exc}")
         return 2
     signals = StopSignals().install()
     context = Context()

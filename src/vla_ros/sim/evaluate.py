@@ -317,8 +317,6 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
     from vla_ros.nodes.expert_node import ExpertNode
     from vla_ros.nodes.sim_node import SimNode
 
-    out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
     stack = StackOptions(
         mode=STACK_MODE[options.robot],
         model_dir=options.model_dir,
@@ -328,8 +326,11 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
         backend=options.backend,
     )
     params_file = stack.resolved_params_file()
+    ros_args = ros_args_for(stack)
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
     context = Context()
-    rclpy.init(args=ros_args_for(stack), context=context)
+    rclpy.init(args=ros_args, context=context)
     nodes: list[Any] = []
     records: list[EpisodeRecord] = []
     spinners: list[_Spin] = []
