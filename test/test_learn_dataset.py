@@ -215,6 +215,7 @@ def test_non_monotonic_and_gappy_camera_is_cut_and_counted(tmp_path):
         ("camera_topic", "camera", "camera_topic"),
         ("control_rate_hz", 0.0, "control_rate_hz"),
         ("image_size", 4, "image_size"),
+        ("image_size", 100000, r"image_size must be an integer in \[8, 4096\]"),
         ("gripper_topic", "/gripper", "mobile3 has no gripper"),
     ],
 )

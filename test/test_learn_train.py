@@ -84,6 +84,8 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_planned_end(tmp_pat
         _config("d", "i", "o", lr_schedule="linear")
     with pytest.raises(ValueError, match="window"):
         _config("d", "i", "o", window=0)
+    with pytest.raises(ValueError, match="warmup_steps must be >= 0"):
+        _config("d", "i", "o", warmup_steps=-5)
 
 
 def _train_on_a_fake_clock(monkeypatch, dataset, learnable, out, ticks, minutes):

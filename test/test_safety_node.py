@@ -270,7 +270,14 @@ def test_serves_inputs_estop_and_outputs_under_run_nodes_multithreaded_executor(
 ):
     """run_node spins on a multi-threaded executor: inputs and the output timer run in separate
     callback groups under one re-entrant lock (the e-stop callback ticks from inside it)."""
-    params = {"mode": "arm7", "max_accel": [100.0] * 6, "max_decel": [100.0] * 6}
+    # About threads, not staleness: a loaded CI machine may take a command late.
+    params = {
+        "mode": "arm7",
+        "max_accel": [100.0] * 6,
+        "max_decel": [100.0] * 6,
+        "max_command_age": 5.0,
+        "command_timeout": 5.0,
+    }
     node = SafetyNode(
         context=ros_context,
         parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],

@@ -95,16 +95,23 @@ class DatasetSpec:
                 raise DatasetError(
                     f"dataset spec: {name} must be in [{low}, {high}], got {value!r}"
                 )
-        for name, low in (
-            ("image_size", 8),
-            ("camera_image_size", 8),
-            ("resample", 0),
-            ("min_episode_steps", 1),
+        # Images are stored at this size: 100000 px would ask for tens of GB before failing.
+        for name, low, high in (
+            ("image_size", 8, 4096),
+            ("camera_image_size", 8, 4096),
+            ("resample", 0, None),
+            ("min_episode_steps", 1, None),
         ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < low
+                or (high is not None and value > high)
+            ):
+                bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
                 raise DatasetError(
-                    f"dataset spec: {name} must be an integer >= {low}, got {value!r}"
+                    f"dataset spec: {name} must be an integer {bound}, got {value!r}"
                 )
         if self.max_gap_s < self.period_s:
             raise DatasetError(
