@@ -96,29 +96,26 @@ def retyped_overrides(base: str | Path, overlays: Sequence[str | Path]) -> list[
     """Overlay values of another type than the base file's for the same node and key: rcl keeps
     the first file's value without a word, so a limit written as `fast`, `"0.2"` or `1` (for
     1.0) would silently not apply."""
-    import yaml
+    from vla_ros.bag.check import load_node_params
+    from vla_ros.bag.io import BagError
+    from vla_ros.nodes.common import NODE_NAMES
 
-    def parameters(path: str | Path) -> dict[tuple[str, str], Any]:
+    def parameters(path: str | Path, node: str) -> dict[str, Any]:
         try:
-            document = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError):
-            return {}  # rcl reports unreadable files itself
-        found = {}
-        for section, body in document.items() if isinstance(document, dict) else ():
-            values = body.get("ros__parameters") if isinstance(body, dict) else None
-            for key, value in values.items() if isinstance(values, dict) else ():
-                found[(str(section).rsplit("/", 1)[-1], str(key))] = value
-        return found
+            return load_node_params(path, node)
+        except (BagError, OSError):  # no section for the node; rcl reports unreadable files
+            return {}
 
-    known = parameters(base)
     problems = []
-    for overlay in overlays:
-        for (node, key), value in parameters(overlay).items():
-            if (node, key) in known and type(value) is not type(known[(node, key)]):
-                problems.append(
-                    f"{overlay}: {node}.{key} is {value!r}, a {type(value).__name__}; "
-                    f"{base} gives it as a {type(known[(node, key)]).__name__}"
-                )
+    for node in NODE_NAMES:
+        known = parameters(base, node)
+        for overlay in overlays:
+            for key, value in parameters(overlay, node).items():
+                if key in known and type(value) is not type(known[key]):
+                    problems.append(
+                        f"{overlay}: {node}.{key} is {value!r}, a {type(value).__name__}; "
+                        f"{base} gives it as a {type(known[key]).__name__}"
+                    )
     return problems
 
 

@@ -267,10 +267,10 @@ class StatusCollector:
             or name in self.diagnostics
             or name in self.in_graph
         }
+        states = {name: self.state(name) for name in up}
         return bool(up) and all(
-            self.state(name) not in ("absent", "no answer")
-            and (name in self.diagnostics or self.state(name) != "active")
-            for name in up
+            state not in ("absent", "no answer") and (name in self.diagnostics or state != "active")
+            for name, state in states.items()
         )
 
     def snapshot(self) -> dict[str, Any]:

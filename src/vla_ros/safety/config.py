@@ -422,11 +422,9 @@ _TIGHTER_IS_LOWER = frozenset(
         "pose_timeout",
         "max_confidence_age",
         "slowdown_ratio",
-        "fault_max_rejections",
-        "workspace_sphere_radius",
     }
 )
-# 0 switches these checks off, so 0 is the loosest value, not the tightest.
+# Lower is tighter, except 0: it switches these checks off, so it is the loosest value.
 _ZERO_DISABLES = frozenset({"fault_max_rejections", "workspace_sphere_radius"})
 _ANY_CHANGE = frozenset(
     {"command_frame", "scan_pose", "gripper_on_estop", "workspace_sphere_center", "footprint"}
