@@ -930,5 +930,10 @@ def train(config: TrainConfig) -> TrainResult:
     if trainer.is_main and config.overwrite and not config.resume and out.exists():
         shutil.rmtree(out)
     trainer.accelerator.wait_for_everyone()
-    trainer.load()
-    return trainer.run()
+    try:
+        trainer.load()
+        return trainer.run()
+    finally:
+        # A gloo group left to the interpreter's exit can abort a rank ("terminate called
+        # without an active exception") after the model is written.
+        trainer.accelerator.end_training()
