@@ -158,6 +158,43 @@ def test_arm_outputs_stamped_twist_and_gripper(rigs, spin_until):
     rig.peer.destroy_timer(wrong)
 
 
+def test_the_policy_gripper_does_not_act_while_teleop_drives_the_arm(rigs, spin_until):
+    """Teleop streaming zeros drives the arm: the policy's gripper close is refused, not applied
+    and not kept for later, while teleop's own gripper input passes."""
+    rig = rigs(mode="arm7", command_frame="panda_link0")
+    teleop = rig.peer.create_publisher(TwistStamped, "teleop/delta_twist_cmds", COMMAND_QOS)
+    teleop_gripper = rig.peer.create_publisher(Float64, "teleop/gripper", COMMAND_QOS)
+    teleop_on = policy_closes = False
+
+    def stamped(z):
+        msg = TwistStamped()
+        msg.header.stamp = rig.peer.get_clock().now().to_msg()
+        msg.header.frame_id = "panda_link0"
+        msg.twist.linear.z = z
+        return msg
+
+    def send():
+        rig.cmd.publish(stamped(0.1))
+        rig.gripper.publish(Float64(data=0.0 if policy_closes else 1.0))
+        if teleop_on:
+            teleop.publish(stamped(0.0))
+            teleop_gripper.publish(Float64(data=0.5))
+
+    rig.peer.create_timer(0.02, send)
+    assert spin_until(rig.executor, lambda: rig.grippers and rig.grippers[-1] == 1.0)
+    teleop_on = True
+    assert spin_until(rig.executor, lambda: rig.value("active_source") == "teleop")
+    policy_closes = True
+    assert spin_until(
+        rig.executor,
+        lambda: (
+            (rig.value("last_rejection") or "").startswith("source_overridden")
+            and rig.grippers[-1] == 0.5
+        ),
+    )
+    assert 0.0 not in rig.grippers
+
+
 def test_estop_topic_latch_and_services(ros_context, rigs, spin_until):
     # Published before the node exists: transient-local QoS must still deliver it.
     early = Node("early_operator", context=ros_context)

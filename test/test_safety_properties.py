@@ -449,3 +449,110 @@ def test_any_scan_is_either_read_or_refused_as_missing_and_then_stops(
         assert verdict.code == "scan_bad"
         assert out.reasons == ("scan_bad",)
         assert out.state is SafetyState.STOPPED
+
+
+GRIP_VALUES = {"vla": (0.0, 0.1, 0.2, 0.3), "teleop": (0.6, 0.7, 0.8, 1.0)}
+"""Disjoint per source, so an applied gripper value names the source that sent it."""
+
+
+def _gripper_validator():
+    from vla_ros.safety.arbiter import InputSpec, LockSpec
+
+    inputs = (
+        InputSpec("vla", priority=10, gated=True),
+        InputSpec("teleop", priority=100, timeout=0.5),
+    )
+    return SafetyValidator(
+        SafetyConfig.for_mode("arm7", gripper_on_estop="hold"),
+        inputs=inputs,
+        locks=(LockSpec("pause", priority=50),),
+    )
+
+
+gripper_action = st.one_of(
+    st.tuples(st.just("cmd"), st.sampled_from(["vla", "teleop"])),
+    st.tuples(st.just("grip"), st.sampled_from(["vla", "teleop"]), st.integers(0, 3)),
+    st.tuples(st.just("cmd_grip"), st.sampled_from(["vla", "teleop"]), st.integers(0, 3)),
+    st.tuples(st.sampled_from(["enable", "lock", "estop"]), st.booleans()),
+    st.tuples(st.just("reset")),
+)
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([0.01, 0.02, 0.02, 0.05, 0.3, 0.7]),
+            st.lists(gripper_action, max_size=4),
+        ),
+        min_size=1,
+        max_size=80,
+    )
+)
+def test_a_gripper_target_acts_only_while_its_source_drives(ticks):
+    """Random interleavings of sources, gates, locks, e-stops and gripper commands. A gripper
+    value reaches the output only from the source that drives at that step, sent while it was
+    allowed and not dropped since (disabled, locked, e-stopped, reset or overridden); a target
+    the driving source sends with its command is applied at once; otherwise the gripper holds."""
+    validator = _gripper_validator()
+    frame = validator.config.command_frame
+    t = 1000.0
+    valid = {"vla": set(), "teleop": set()}  # values each source may still have applied
+    enabled = locked = estop_input = False
+    applied = None
+    for dt, actions in ticks:
+        t += dt
+        sent_now = {}
+        for action in actions:
+            kind = action[0]
+            if kind in ("cmd", "cmd_grip"):
+                validator.submit_command((0.01,) + (0.0,) * 5, t, frame, t, source=action[1])
+            if kind in ("grip", "cmd_grip"):
+                source, value = action[1], GRIP_VALUES[action[1]][action[2]]
+                verdict = validator.submit_gripper(value, t, source=source)
+                allowed = not validator.estop_engaged and (
+                    source == "teleop" or (enabled and not locked)
+                )
+                if verdict.accepted:
+                    assert allowed
+                    valid[source].add(value)
+                    sent_now[source] = value
+                else:
+                    sent_now.pop(source, None)
+            if kind == "enable":
+                enabled = action[1]
+                validator.enable_source("vla", enabled)
+                if not enabled:
+                    valid["vla"].clear()
+                    sent_now.pop("vla", None)
+            elif kind == "lock":
+                locked = action[1]
+                validator.set_lock("pause", locked)
+                if locked:
+                    valid["vla"].clear()
+                    sent_now.pop("vla", None)
+            elif kind == "estop":
+                estop_input = action[1]
+                validator.submit_estop(estop_input)
+                if estop_input:
+                    valid = {"vla": set(), "teleop": set()}
+                    sent_now.clear()
+            elif kind == "reset" and validator.reset(t)[0]:
+                valid = {"vla": set(), "teleop": set()}
+                sent_now.clear()
+        out = validator.step(t)
+        driving = validator.status().active_source
+        for source in valid:
+            if driving and source != driving:
+                valid[source].clear()
+        if out.gripper != applied:
+            assert out.gripper is not None  # once set, the gripper holds
+            assert out.state in (SafetyState.RUNNING, SafetyState.LIMITED)
+            assert out.gripper in valid[driving], (driving, out.gripper, valid)
+            applied = out.gripper
+        if (
+            driving in sent_now
+            and out.state in (SafetyState.RUNNING, SafetyState.LIMITED)
+            and not validator.estop_engaged
+        ):
+            assert out.gripper == sent_now[driving]

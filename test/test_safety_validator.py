@@ -312,6 +312,40 @@ def test_gripper_passes_only_while_motion_is_allowed():
     assert validator.step(clock.t + 0.01).gripper == 1.0  # default: hold the last value
 
 
+def test_a_policy_gripper_target_dies_with_its_instruction_and_under_teleop():
+    from vla_ros.safety.arbiter import InputSpec
+
+    inputs = (InputSpec("vla", 10, gated=True), InputSpec("teleop", 100, timeout=0.5))
+    validator = SafetyValidator(SafetyConfig.for_mode("arm7"), inputs=inputs)
+    still = (0.0,) * 6
+    t = 100.0
+    validator.enable_source("vla", True)
+    assert validator.submit_command(still, t, "base_link", t).accepted
+    assert validator.submit_gripper(1.0, t).accepted
+    assert validator.step(t).gripper == 1.0
+    # Sent just before the instruction ends: dropped with it, not applied once teleop drives.
+    assert validator.submit_gripper(0.0, t + 0.01).accepted
+    validator.enable_source("vla", False)
+    assert validator.submit_command(still, t + 0.02, "base_link", t + 0.02, "teleop").accepted
+    assert validator.step(t + 0.02).gripper == 1.0
+    # While teleop drives (even zeros) the policy's gripper is refused, not kept for later.
+    validator.enable_source("vla", True)
+    assert validator.submit_command(still, t + 0.04, "base_link", t + 0.04).accepted
+    verdict = validator.submit_gripper(0.0, t + 0.04)
+    assert verdict.code == "source_overridden"
+    assert validator.step(t + 0.04).gripper == 1.0
+    assert validator.submit_gripper(0.4, t + 0.05, source="teleop").accepted
+    assert validator.step(t + 0.05).gripper == 0.4
+    # Teleop goes quiet: the policy drives again and only its new targets act.
+    for k in range(40):
+        now = t + 0.06 + 0.02 * k
+        validator.submit_command(still, now, "base_link", now)
+        assert validator.step(now).gripper == 0.4
+    assert validator.status().active_source == "vla"
+    assert validator.submit_gripper(0.0, now).accepted
+    assert validator.step(now).gripper == 0.0
+
+
 def test_low_confidence_replaces_the_command_by_zero():
     validator = mobile(min_confidence=0.5)
     clock = Clock(validator)

@@ -23,6 +23,8 @@ TWIST_STAMPED_TYPE = "geometry_msgs/msg/TwistStamped"
 GRIPPER_TYPE = "std_msgs/msg/Float64"
 GRIPPER_RAW_TOPIC = "vla/gripper_raw"
 GRIPPER_TOPIC = "gripper/command"
+TELEOP_GRIPPER_TOPIC = "teleop/gripper"
+"""The teleop input's optional gripper target; like the policy's, it acts only while it drives."""
 DEFAULT_MODE = "mobile3"
 """The action space commands, launch files and nodes assume when none is given."""
 PLATFORMS = ("base", "arm")

@@ -105,15 +105,18 @@ def arbitration_specs(mode: str, names: Sequence[str], locks: Sequence[str]) -> 
 
     Defaults: `vla` (the policy, priority 10, enabled by vla/active) and `teleop` (priority 100,
     always enabled, so a joystick publishing on it takes over and hands back when it goes
-    quiet); lock `pause` (priority 50) stops the policy but not teleop."""
+    quiet); lock `pause` (priority 50) stops the policy but not teleop. With a gripper, each
+    input may also have a gripper topic, applied only while that input drives."""
     space = action_spaces.get(mode)
     defaults = {
-        "vla": (space.raw_topic, 10, 0.0, "vla/active"),
-        "teleop": (space.teleop_topic, 100, 0.5, ""),
+        "vla": (space.raw_topic, 10, 0.0, "vla/active", action_spaces.GRIPPER_RAW_TOPIC),
+        "teleop": (space.teleop_topic, 100, 0.5, "", action_spaces.TELEOP_GRIPPER_TOPIC),
     }
     specs = []
     for name in names:
-        topic, priority, timeout, enable = defaults.get(name, (f"{name}/cmd_vel", 0, 0.0, ""))
+        topic, priority, timeout, enable, gripper = defaults.get(
+            name, (f"{name}/cmd_vel", 0, 0.0, "", "")
+        )
         specs += [
             ParamSpec(
                 f"inputs.{name}.topic", topic, f"Command topic of input {name}", read_only=True
@@ -139,6 +142,16 @@ def arbitration_specs(mode: str, names: Sequence[str], locks: Sequence[str]) -> 
                 read_only=True,
             ),
         ]
+        if space.gripper:
+            specs.append(
+                ParamSpec(
+                    f"inputs.{name}.gripper_topic",
+                    gripper,
+                    "Float64 gripper target of this input (1 open, 0 closed), applied only "
+                    "while it drives; '' = none",
+                    read_only=True,
+                )
+            )
     for name in locks:
         specs += [
             ParamSpec(
@@ -248,15 +261,16 @@ class SafetyNode(ManagedNode):
             self._gripper_pub = self.create_publisher(
                 Float64, action_spaces.GRIPPER_TOPIC, COMMAND_QOS
             )
-            self.create_subscription(
-                Float64,
-                action_spaces.GRIPPER_RAW_TOPIC,
-                self._on_gripper,
-                COMMAND_QOS,
-                callback_group=self._inputs,
-            )
         stamped = space.stamped or self._params["input_stamped"]
         for name in static["input_names"]:
+            if space.gripper and wiring[f"inputs.{name}.gripper_topic"]:
+                self.create_subscription(
+                    Float64,
+                    wiring[f"inputs.{name}.gripper_topic"],
+                    functools.partial(self._on_gripper, name),
+                    COMMAND_QOS,
+                    callback_group=self._inputs,
+                )
             callback = functools.partial(
                 self._on_command_stamped if stamped else self._on_command, name
             )
@@ -472,8 +486,11 @@ class SafetyNode(ManagedNode):
             self._publish_status()
 
     @_serialized
-    def _on_gripper(self, msg: Float64) -> None:
-        self._note(self.core.submit_gripper(msg.data, self._now()), "gripper")
+    def _on_gripper(self, source: str, msg: Float64) -> None:
+        verdict = self.core.submit_gripper(
+            msg.data, self._now(), source=source, steady_s=self._steady_now()
+        )
+        self._note(verdict, f"{source} gripper")
 
     @_serialized
     def _on_confidence(self, msg: Float32) -> None:

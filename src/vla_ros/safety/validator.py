@@ -149,6 +149,13 @@ class _Command:
     unused: bool
 
 
+@dataclass
+class _Gripper:
+    value: float
+    time: float
+    steady: float
+
+
 class SafetyValidator:
     """Limits, ramps, watchdog, e-stop, zones and workspace for one robot."""
 
@@ -173,7 +180,7 @@ class SafetyValidator:
         self._last_steady: float | None = None
         self._steady_now: float | None = None
         self._ros_moved: tuple[float, float] | None = None
-        self._gripper_in: tuple[float, float] | None = None
+        self._grippers: dict[str, _Gripper] = {}
         self._gripper_out: float | None = None
         self._estop_input = False
         self._estop = False
@@ -314,21 +321,32 @@ class SafetyValidator:
 
     def enable_source(self, name: str, enabled: bool) -> None:
         """The enable input of a gated source (/vla/active for the policy). Disabling drops its
-        command at once: the policy's last command must not outlive its instruction."""
+        command and gripper target at once: neither may outlive the instruction."""
         self._arbiter.set_enabled(name, enabled)
         if not self._arbiter.enabled(name):
             self._commands.pop(name, None)
+            self._grippers.pop(name, None)
 
     def set_lock(self, name: str, engaged: bool) -> None:
-        """A lock input; engaging it drops the commands of every source it blocks."""
+        """A lock input; engaging it drops the commands and gripper targets of every source it
+        blocks."""
         self._arbiter.set_lock(name, engaged)
-        for source in list(self._commands):
-            if self._arbiter.refusal(source) is not None:
-                del self._commands[source]
+        for held in (self._commands, self._grippers):
+            for source in list(held):
+                if self._arbiter.refusal(source) is not None:
+                    del held[source]
 
-    def submit_gripper(self, value: float, now_s: float, source: str = "vla") -> Verdict:
-        """Gripper target (1 open, 0 closed), clamped to [0, 1]; passed while motion is allowed."""
-        self._check_clock(now_s)
+    def submit_gripper(
+        self, value: float, now_s: float, source: str = "vla", steady_s: float | None = None
+    ) -> Verdict:
+        """Gripper target of input `source` (1 open, 0 closed), clamped to [0, 1].
+
+        The gripper is part of a source's command: a target is applied only while its source
+        drives (the arbiter picks it and motion is allowed), and it is refused, not kept for
+        later, while another source drives or the source is disabled, locked or e-stopped.
+        Otherwise the gripper holds the last target applied.
+        """
+        self._check_clock(now_s, steady_s)
         refusal = self._arbiter.refusal(source)
         if refusal is not None:
             return self._reject(*refusal)
@@ -336,7 +354,14 @@ class SafetyValidator:
             return self._reject("no_gripper", f"mode {self._config.mode} has no gripper")
         if not isinstance(value, numbers.Real) or not math.isfinite(value):
             return self._reject("non_finite", f"gripper = {value}")
-        self._gripper_in = (min(max(float(value), 0.0), 1.0), now_s)
+        if self._estop:
+            return self._reject("estop_engaged", "gripper commands are ignored until ~/reset")
+        steady = self._steady(now_s, self._steady_now)
+        self._expire(now_s, steady)
+        driving = self._arbiter.pick(tuple(self._commands))
+        if driving is not None and driving != source:
+            return self._reject("source_overridden", f"{driving} drives; {source} may not grip")
+        self._grippers[source] = _Gripper(min(max(float(value), 0.0), 1.0), now_s, steady)
         return ACCEPTED
 
     def update_confidence(self, value: float, now_s: float) -> Verdict:
@@ -383,7 +408,6 @@ class SafetyValidator:
         self._fault_times.clear()
         self._forget_commands()
         self._confidence = None
-        self._gripper_in = None
         self._zero_since = None
         if fault:
             return True, f"fault released ({fault})"
@@ -396,6 +420,7 @@ class SafetyValidator:
 
     def _forget_commands(self) -> None:
         self._commands.clear()
+        self._grippers.clear()
         self._stamps.clear()
         self._active = None
         self._command_time = None
@@ -531,12 +556,9 @@ class SafetyValidator:
         """A clock that runs backwards (sim time restarted) would stretch every timeout: forget
         all time-based state instead."""
         if self._last_now is not None and now_s < self._last_now:
-            self._commands.clear()
-            self._stamps.clear()
-            self._command_time = None
+            self._forget_commands()
             self._scan = self._odom = self._pose = None
             self._scan_points = None
-            self._gripper_in = None
             self._confidence = None
             self._last_step = None
             self._zero_since = None
@@ -545,6 +567,7 @@ class SafetyValidator:
             # alone, and taking that for steady time would look like the steady clock jumping back.
             if self._steady_now is not None and steady_s < self._steady_now:
                 self._commands.clear()
+                self._grippers.clear()
                 self._last_steady = None
             self._steady_now = steady_s
         self._last_now = now_s
@@ -552,14 +575,15 @@ class SafetyValidator:
     def _expire(self, now_s: float, steady_s: float) -> None:
         """Drop commands and mark readings that are past their timeouts, for good."""
         cfg = self._config
-        for name in list(self._commands):
-            command = self._commands[name]
-            timeout = cfg.command_timeout
-            own = self._arbiter.inputs[name].timeout
-            if own > 0:
-                timeout = min(timeout, own)
-            if now_s - command.time > timeout or steady_s - command.steady > steady_limit(timeout):
-                del self._commands[name]
+        for held in (self._commands, self._grippers):
+            for name in list(held):
+                entry = held[name]
+                timeout = cfg.command_timeout
+                own = self._arbiter.inputs[name].timeout
+                if own > 0:
+                    timeout = min(timeout, own)
+                if now_s - entry.time > timeout or steady_s - entry.steady > steady_limit(timeout):
+                    del held[name]
         for sensor, timeout in (
             (self._scan, cfg.scan_timeout),
             (self._odom, cfg.odom_timeout),
@@ -641,15 +665,20 @@ class SafetyValidator:
             if self._zero_since is None:
                 self._zero_since = now_s
             publish = cfg.hold_zero_s < 0 or now_s - self._zero_since <= cfg.hold_zero_s
-        if (
-            state in (SafetyState.RUNNING, SafetyState.LIMITED)
-            and self._gripper_in is not None
-            and now_s - self._gripper_in[1] <= cfg.command_timeout
-        ):
-            self._gripper_out = self._gripper_in[0]
+        self._apply_gripper(state)
         return self._finish(
             Output(motion, self._gripper_out, state, tuple(reasons), tuple(limits), publish)
         )
+
+    def _apply_gripper(self, state: SafetyState) -> None:
+        """Only the driving source grips; the targets of the sources it overrides are dropped,
+        so none of them acts later when it would drive again."""
+        for source in list(self._grippers):
+            if source != self._active:
+                if self._active is not None:
+                    del self._grippers[source]
+            elif state in (SafetyState.RUNNING, SafetyState.LIMITED):
+                self._gripper_out = self._grippers[source].value
 
     def _ros_stalled(self, now_s: float, steady: float) -> bool:
         """ROS time has not moved for a command timeout of steady time (a frozen /clock): then
