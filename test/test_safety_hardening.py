@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vla_ros.safety.config import SafetyConfig
 from vla_ros.safety.invariants import TraceSample, check_trace
-from vla_ros.safety.validator import SafetyState, SafetyValidator
+from vla_ros.safety.validator import SafetyState, SafetyValidator, steady_limit
 
 ROOT = Path(__file__).resolve().parents[1]
 PERIOD = 0.02
@@ -299,6 +301,78 @@ def test_item9_watchdog_and_zero_stream_run_on_the_steady_clock_when_ros_time_fr
         assert out.publish
     assert out.motion == (0.0, 0.0, 0.0)
     assert out.state is SafetyState.TIMEOUT
+
+
+def _time_to_zero_after_a_freeze(config, phase, last_command):
+    """The node's two timers on the ROS-free core: the output timer on ROS time, stepping at
+    full speed until /clock freezes `phase` s after a tick (no further tick), then the steady
+    guard, which steps once the output timer has been silent for `steady_limit`. Returns the
+    speed at the freeze and the steady time from the last tick to the first zero output."""
+    validator = SafetyValidator(config)
+    period = 1.0 / config.output_rate_hz
+    ros, steady = 100.0, 5000.0
+    for _ in range(150):
+        ros += period
+        steady += period
+        validator.submit_command((0.5, 0.0, 0.0), None, None, ros, steady_s=steady)
+        out = validator.step(ros, steady_s=steady)
+    speed, last_tick = out.motion[0], steady
+    frozen = ros + phase
+    if last_command:  # the policy's last command arrives between the tick and the freeze
+        validator.submit_command((0.5, 0.0, 0.0), None, None, frozen, steady_s=steady + phase)
+    guard = last_tick
+    while guard - last_tick < 10.0:
+        guard += period
+        stalled = guard - last_tick > steady_limit(config.command_timeout)
+        if stalled and validator.step(frozen, steady_s=guard).motion == (0.0, 0.0, 0.0):
+            return speed, guard - last_tick
+    raise AssertionError("never stopped under a frozen clock")
+
+
+@settings(max_examples=60, deadline=None)
+@given(phase=st.floats(0.0, 0.0199), last_command=st.booleans())
+def test_a_clock_frozen_at_any_phase_brakes_on_steady_time(phase, last_command):
+    """config/mobile.yaml: zero within the guard's limit plus the braking time from the current
+    speed, whether /clock stops on an output tick or a few milliseconds after one (the robot
+    kept 0.5 m/s for 2 s then)."""
+    config = shipped("mobile3")
+    speed, elapsed = _time_to_zero_after_a_freeze(config, phase, last_command)
+    assert speed == pytest.approx(0.5)
+    period = 1.0 / config.output_rate_hz
+    bound = steady_limit(config.command_timeout) + speed / config.max_decel[0] + 2 * period
+    assert elapsed <= bound
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    real_time_factor=st.floats(0.05, 1.0),
+    clock_step=st.sampled_from([0.001, 0.005, 0.01, 0.02]),
+)
+def test_a_slow_running_clock_still_brakes_at_the_configured_rate_on_ros_time(
+    real_time_factor, clock_step
+):
+    """A sim slower than real time is not a frozen clock: braking stays on ROS time, so the
+    stamped outputs show max_decel, even with output ticks closer than a period (a timer
+    firing on the first /clock update past its deadline)."""
+    config = shipped("mobile3")
+    validator = SafetyValidator(config)
+    period = 1.0 / config.output_rate_hz
+    ros, steady, deadline = 100.0, 5000.0, 100.0 + period
+    samples = []
+    while ros < 102.5:
+        ros += clock_step
+        steady += clock_step / real_time_factor
+        if ros < deadline - 1e-12:
+            continue
+        while deadline <= ros + 1e-12:
+            deadline += period
+        if ros < 101.0:
+            validator.submit_command((0.5, 0.0, 0.0), None, None, ros, steady_s=steady)
+        out = validator.step(ros, steady_s=steady)
+        samples.append(TraceSample(ros, out.motion, False, validator.last_valid_time))
+    assert samples[-1].motion == (0.0, 0.0, 0.0)
+    assert max(s.motion[0] for s in samples) == pytest.approx(0.5)
+    assert check_trace(config, samples, time_tolerance_s=1e-9, max_gap_s=math.inf) == []
 
 
 def test_sensor_updates_on_ros_time_do_not_clear_commands_held_on_the_steady_clock():

@@ -561,6 +561,7 @@ class SafetyValidator:
             self._scan_points = None
             self._confidence = None
             self._last_step = None
+            self._ros_moved = None
             self._zero_since = None
         if steady_s is not None:
             # Only callers that read the steady clock move it: a sensor update carries ROS time
@@ -681,10 +682,14 @@ class SafetyValidator:
                 self._gripper_out = self._grippers[source].value
 
     def _ros_stalled(self, now_s: float, steady: float) -> bool:
-        """ROS time has not moved for a command timeout of steady time (a frozen /clock): then
-        braking runs on steady time. A merely slow sim clock keeps braking on ROS time, so its
-        stamps still show the configured deceleration."""
-        if self._ros_moved is None or now_s != self._ros_moved[0]:
+        """ROS time has not advanced by an output period for `steady_limit` of steady time (a
+        frozen /clock): then braking runs on steady time. Advancing means a whole period, because
+        a clock that stops a few milliseconds after an output tick still moved once since that
+        tick, and taking that for a running clock restarted the stall timer and left the robot
+        on its last speed for another second. A merely slow sim clock keeps braking on ROS time,
+        so its stamps still show the configured deceleration."""
+        period = 1.0 / self._config.output_rate_hz
+        if self._ros_moved is None or now_s - self._ros_moved[0] >= period - 1e-9:
             self._ros_moved = (now_s, steady)
             return False
         return steady - self._ros_moved[1] > steady_limit(self._config.command_timeout)
