@@ -1,4 +1,5 @@
-"""`vla-ros instruct | estop | reset | status` against real nodes over DDS (own contexts)."""
+"""`vla-ros instruct | estop | reset | resume | status` against real nodes over DDS (own
+contexts)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,16 @@ def test_instruct_reset_and_clear(stack, capsys):
     assert main(["instruct", "", "--timeout", "10"]) == 0
     assert stack.inference.core.instruction is None
     assert stack.actives[-1] is False
+
+
+def test_resume_follows_only_a_held_instruction(stack, capsys):
+    assert main(["resume", "--timeout", "10"]) == 1
+    assert "nothing to resume" in capsys.readouterr().err
+    stack.inference.core.hold_instruction("patrol")  # as found on a restart
+    assert stack.inference.core.instruction is None
+    assert main(["resume", "--timeout", "10"]) == 0
+    assert "patrol" in capsys.readouterr().out
+    assert stack.inference.core.instruction == "patrol"
 
 
 def test_instruct_refuses_control_characters_before_publishing(stack, capsys):

@@ -277,6 +277,30 @@ def test_the_policy_is_asked_how_long_an_instruction_may_be():
     assert core.set_instruction("much longer").refused == "too many tokens"
 
 
+def test_an_instruction_from_before_the_start_is_held_until_resume_or_a_new_one():
+    from vla_ros.core.instruction import published_before
+
+    assert published_before(5, 10, latched=True)
+    assert not published_before(15, 10, latched=True)  # published while listening
+    assert not published_before(5, 10, latched=False)  # volatile: never history
+    assert not published_before(0, 10, latched=True)  # no source time: a live message
+    core, _, _ = make()
+    core.hold_instruction("go forward")
+    assert core.instruction is None
+    assert core.held_instruction == "go forward"
+    assert core.diagnostics()[2]["held_instruction"] == "go forward"
+    receipt = core.resume()
+    assert receipt is not None
+    assert receipt.changed
+    assert core.instruction == "go forward"
+    assert core.held_instruction is None
+    assert core.resume() is None
+    core.hold_instruction("turn left")
+    core.set_instruction("stop here")  # a new instruction replaces the held one
+    assert core.held_instruction is None
+    assert core.instruction == "stop here"
+
+
 def test_instruction_dedupe_pairs_copies_from_the_two_subscriptions():
     from vla_ros.core.instruction import ReceiptDeduper
 

@@ -580,3 +580,28 @@ def test_refused_instructions_are_counted_and_never_reach_the_policy(make_rig):
     probe.instruct("go left")
     rig.wait_events(1)
     assert [call.instruction for call in rig.policy.log] == ["go left"]
+
+
+def test_a_restarted_node_does_not_follow_an_instruction_published_before_it_started(
+    make_rig, ros_context
+):
+    """A respawned inference node finds the latched instruction its previous incarnation was
+    following: it holds it (zero commands, no inference) until `~/resume` or a new one."""
+    operator = Node("earlier_operator", context=ros_context)
+    operator.create_publisher(String, "vla/instruction", LATCHED_QOS).publish(
+        String(data="go left")
+    )
+    rig = make_rig()
+    rig.executor.add_node(operator)
+    rig.nodes.append(operator)
+    diag = rig.diagnostic(lambda d: d.get("held_instruction") == "go left")
+    assert diag["instruction"] == ""
+    assert all(is_zero(command) for command in rig.wait_commands(5))
+    assert rig.policy.log == []
+    resume = rig.probe.node.create_client(Trigger, "vla/resume")
+    response = rig.call(resume)
+    assert response.success, response.message
+    assert "go left" in response.message
+    rig.wait_events(1)
+    assert [call.instruction for call in rig.policy.log] == ["go left"]
+    assert not rig.call(resume).success  # nothing held any more

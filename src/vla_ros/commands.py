@@ -163,11 +163,12 @@ def estop(release: bool, namespace: str, timeout_s: float) -> int:
         session.close()
 
 
-def reset(namespace: str, timeout_s: float) -> int:
-    """Clear the inference node's chunk and policy history (a new episode)."""
+def call_trigger(service: str, namespace: str, timeout_s: float) -> int:
+    """One of the inference node's Trigger services: `vla/reset` clears the chunk and policy
+    history (a new episode); `vla/resume` follows the instruction it holds since start-up."""
     session = Session(namespace)
     try:
-        ok, message = session.call("vla/reset", timeout_s)
+        ok, message = session.call(service, timeout_s)
         print(message, file=sys.stdout if ok else sys.stderr)
         return 0 if ok else 1
     finally:
@@ -408,7 +409,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "reset", parents=[common], help="clear the inference chunk and policy history"
     )
-    parser.set_defaults(handler=lambda a: reset(a.namespace, a.timeout))
+    parser.set_defaults(handler=lambda a: call_trigger("vla/reset", a.namespace, a.timeout))
+
+    parser = subparsers.add_parser(
+        "resume",
+        parents=[common],
+        help="follow the instruction a (re)started inference node holds: one published before "
+        "it started is not followed on its own",
+    )
+    parser.set_defaults(handler=lambda a: call_trigger("vla/resume", a.namespace, a.timeout))
 
     parser = subparsers.add_parser(
         "status", parents=[common], help="node states, events, latency and safety state"

@@ -183,6 +183,7 @@ class InferenceCore:
         self._signal_perf = 0.0
         self._closed = False
         self._gripper_hold: float | None = None
+        self._held: str | None = None
         self._counts: Counter[str] = Counter()
         self._causes: Counter[str] = Counter({cause.value: 0 for cause in Cause})
         self._last_error = ""
@@ -264,11 +265,29 @@ class InferenceCore:
             if problem is not None:
                 self._counts["instructions_refused"] += 1
                 return Receipt(False, self._trigger.instruction, problem)
+            self._held = None
             changed = self._trigger.set_instruction(text)
             if changed:
                 self._new_generation()
                 self._signal()
             return Receipt(changed, self._trigger.instruction)
+
+    def hold_instruction(self, text: str) -> None:
+        """An instruction published before this node listened (a latched one, found after a
+        restart): kept but not followed until `resume` or a new instruction, so a node that
+        crashed and came back does not drive again without an operator asking."""
+        with self._lock:
+            self._held = text.strip() or None
+
+    @property
+    def held_instruction(self) -> str | None:
+        with self._lock:
+            return self._held
+
+    def resume(self) -> Receipt | None:
+        """Follow the held instruction (the operator's explicit act); None if none is held."""
+        held = self.held_instruction
+        return None if held is None else self.set_instruction(held)
 
     def request(self) -> bool:
         """An explicit inference request; False without an instruction."""
@@ -362,6 +381,7 @@ class InferenceCore:
                 "device": self.spec.device,
                 "action_space": self.spec.action_space,
                 "instruction": self._trigger.instruction or "",
+                "held_instruction": self._held or "",
                 "generation": self._generation,
                 "busy": self._trigger.busy,
                 "pending": ",".join(sorted(c.value for c in self._trigger.pending)),

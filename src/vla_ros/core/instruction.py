@@ -33,6 +33,14 @@ def instruction_problem(text: str, max_chars: int = MAX_INSTRUCTION_CHARS) -> st
     return None
 
 
+def published_before(source_timestamp_ns: int, listening_since_ns: int, latched: bool) -> bool:
+    """Whether the transient-local subscription delivered a message from a publisher's history,
+    sent before this node started listening: after a restart that is the instruction the
+    crashed node was following, and nobody has asked for it again. The source timestamp is the
+    publisher's clock (0 when the middleware does not say), so hosts must agree on time."""
+    return latched and 0 < source_timestamp_ns < listening_since_ns
+
+
 class ReceiptDeduper:
     """Pairs copies of one message delivered by two subscriptions (`source` 0 and 1).
 

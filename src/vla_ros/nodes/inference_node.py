@@ -18,8 +18,10 @@ kinds of publisher connect; NULs, control characters and over-long text are refu
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,6 +30,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped, Vector3Stamped
 from nav_msgs.msg import Path
 from rclpy.qos import DurabilityPolicy
+from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import Image
 from std_msgs.msg import (
     Bool,
@@ -42,8 +45,8 @@ from std_srvs.srv import Trigger
 
 from vla_ros import action_space as action_spaces
 from vla_ros.core.image import ImageFormatError, image_msg_to_rgb
-from vla_ros.core.inference import CoreConfig, InferenceCore, Outcome
-from vla_ros.core.instruction import ReceiptDeduper
+from vla_ros.core.inference import CoreConfig, InferenceCore, Outcome, Receipt
+from vla_ros.core.instruction import ReceiptDeduper, published_before
 from vla_ros.core.path import planar_path, spatial_path
 from vla_ros.core.trigger import TriggerConfig
 from vla_ros.nodes.common import (
@@ -83,6 +86,11 @@ TOPIC_PARAMS: tuple[tuple[str, str, str], ...] = (
     ("busy_topic", "vla/busy", "std_msgs/Bool (latched): true while the model computes"),
     ("trigger_service", "vla/trigger", "std_srvs/Trigger: run an inference now"),
     ("reset_service", "vla/reset", "std_srvs/Trigger: clear policy history and chunk"),
+    (
+        "resume_service",
+        "vla/resume",
+        "std_srvs/Trigger: follow the instruction held since start-up (published before it)",
+    ),
     ("diagnostics_topic", "/diagnostics", "diagnostic_msgs/DiagnosticArray at 1 Hz"),
 )
 
@@ -209,6 +217,11 @@ def _load_policy(model_dir: str, device: str, dtype: str, backend: str = "torch"
         ) from exc
 
 
+def _shown(text: str) -> str:
+    """An instruction for a log line: short, control characters escaped."""
+    return text[:60].encode("unicode_escape").decode()
+
+
 def _stamp_ns(header: Header) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
@@ -246,6 +259,7 @@ class InferenceNode(ManagedNode):
             policy, _core_config(cfg.values), self._now_s, on_play=self._on_play
         )
         self._dedupe = ReceiptDeduper(self._now_s)
+        self._listening_since_ns = 0
         pub = self.own_publisher
         self._keyframe_pub = pub(Header, "keyframe_topic")
         self._chunk_pub = pub(Float32MultiArray, "action_chunk_topic")
@@ -276,6 +290,7 @@ class InferenceNode(ManagedNode):
         cfg, core = self._cfg, self._core
         assert core is not None
         core.open()
+        self._listening_since_ns = time.time_ns()
         io = [
             self.create_subscription(Image, cfg["frame_topic"], self._on_frame, LATEST_ONLY_QOS),
             self.create_subscription(
@@ -289,13 +304,14 @@ class InferenceNode(ManagedNode):
                 self.create_subscription(
                     String,
                     cfg["instruction_topic"],
-                    lambda msg, source=source: self._on_instruction(msg, source),
+                    functools.partial(self._on_instruction, source),
                     qos,
                 )
                 for source, qos in enumerate((LATCHED_QOS, COMMAND_QOS))
             ),
             self.create_service(Trigger, cfg["trigger_service"], self._on_trigger),
             self.create_service(Trigger, cfg["reset_service"], self._on_reset),
+            self.create_service(Trigger, cfg["resume_service"], self._on_resume),
             self.create_timer(1.0 / cfg["control_rate_hz"], self._on_control),
             self.create_timer(1.0, self._on_diagnostics),
         ]
@@ -346,16 +362,25 @@ class InferenceNode(ManagedNode):
             msg.vector.x, _stamp_ns(msg.header), msg.header.frame_id, msg.vector.y
         )
 
-    def _on_instruction(self, msg: String, source: int) -> None:
+    def _on_instruction(self, source: int, msg: String, info: MessageInfo) -> None:
         assert self._core is not None
         if source == 1 and self._latched_publishers_only():
             return  # the transient-local subscription has this very message
+        if published_before(info["source_timestamp"], self._listening_since_ns, source == 0):
+            self._core.hold_instruction(msg.data)
+            if msg.data.strip():
+                self.get_logger().warning(
+                    f"instruction '{_shown(msg.data)}' was published before this node started "
+                    "(a restart?): not followed until `vla-ros resume` or a new instruction"
+                )
+            return
         if self._dedupe.is_duplicate(source, msg.data):
             return
-        receipt = self._core.set_instruction(msg.data)
+        self._follow(self._core.set_instruction(msg.data), msg.data)
+
+    def _follow(self, receipt: Receipt, text: str) -> None:
         if receipt.refused is not None:
-            shown = msg.data[:60].encode("unicode_escape").decode()
-            self.get_logger().error(f"instruction refused ({receipt.refused}): '{shown}'")
+            self.get_logger().error(f"instruction refused ({receipt.refused}): '{_shown(text)}'")
             return
         if receipt.changed:
             instruction = receipt.instruction
@@ -380,6 +405,21 @@ class InferenceNode(ManagedNode):
         assert self._core is not None
         response.success = self._core.request()
         response.message = "inference queued" if response.success else "no instruction yet"
+        return response
+
+    def _on_resume(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        assert self._core is not None
+        held = self._core.held_instruction
+        receipt = self._core.resume()
+        response.success = receipt is not None and receipt.refused is None
+        if receipt is None:
+            response.message = "no instruction held; nothing to resume"
+        elif receipt.refused is not None:
+            response.message = f"instruction refused ({receipt.refused})"
+        else:
+            response.message = f"following {held!r}"
+        if held is not None:
+            self._follow(receipt, held)
         return response
 
     def _on_reset(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
