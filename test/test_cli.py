@@ -84,3 +84,13 @@ def test_every_help_states_its_default_at_most_once():
         text = " ".join(command.format_help().split())
         for option in text.split("--")[1:]:
             assert option.count("(default") <= 1, f"{command.prog}: --{option}"
+
+
+def test_an_abbreviated_option_is_refused_not_guessed(capsys):
+    """`sim eval --mode arm` is not `--model-dir arm`, in any command."""
+    parser = build_parser()
+    assert all(not command.allow_abbrev for command in [parser, *_commands(parser)])
+    with pytest.raises(SystemExit) as exited:
+        main(["sim", "eval", "--model-d", "models/tiny"])
+    assert exited.value.code == 2
+    assert "unrecognized arguments: --model-d" in capsys.readouterr().err

@@ -99,3 +99,29 @@ def test_default_parameter_files_resolve_without_a_ros_workspace(monkeypatch):
     monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
     for mode in ("mobile", "arm"):
         assert default_params_file(mode) == ROOT / "config" / f"{mode}.yaml"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_rerunning_setup_keeps_an_existing_model(tmp_path: Path):
+    """A changed lock file or setup.py re-runs set-up; the generated model must not be made
+    again (make-tiny-model refuses an existing directory, so `make demo` failed)."""
+    model = tmp_path / "tiny"
+    model.mkdir()
+    (model / "policy.yaml").write_text("generated: before set-up ran again\n")
+    plan = subprocess.run(
+        ["make", "-n", "-W", ".venv/.installed", f"MODEL_DIR={model}", f"{model}/policy.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "make-tiny-model" not in plan.stdout
+    missing = tmp_path / "absent"
+    plan = subprocess.run(
+        ["make", "-n", f"MODEL_DIR={missing}", f"{missing}/policy.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f"make-tiny-model {missing}" in plan.stdout

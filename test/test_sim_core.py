@@ -265,6 +265,28 @@ def test_no_gl_backend_is_a_clear_error(tmp_path) -> None:
     assert "MUJOCO_GL=egl" in done.stderr
 
 
+def test_a_headless_machine_renders_without_setting_mujoco_gl() -> None:
+    """MUJOCO_GL unset and no display: the simulator picks egl (it aborted the process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os\n"
+        "from vla_ros.sim.scenario import resolve_scenarios\n"
+        "from vla_ros.sim.world import MobileWorld, Renderer\n"
+        "world = MobileWorld(resolve_scenarios('1box_vert_left')[0])\n"
+        "world.reset(0)\n"
+        "with Renderer(world) as renderer:\n"
+        "    print(renderer.render(world.snapshot()).shape, os.environ['MUJOCO_GL'])\n"
+    )
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY")
+    }
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "egl"
+
+
 ARM = [f"arm_{t}_{c}" for t in ("reach", "pick") for c in ("red", "green", "blue")]
 
 

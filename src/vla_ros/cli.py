@@ -29,9 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).add_commands(subparsers)
+    parser.allow_abbrev = False
     for command in _commands(parser):
         # Every option's help ends with its default, the same way in every command.
         command.formatter_class = _DefaultsFormatter
+        # An abbreviation is a typo waiting to happen: `sim eval --mode arm` meant --model-dir.
+        command.allow_abbrev = False
     return parser
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +61,19 @@ GL_ADVICE = (
 )
 
 
+def default_gl_backend(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Headless machines get MUJOCO_GL=egl unless the user chose one: MuJoCo's own default
+    (GLFW) needs a display, and without one it aborted the process (libc++abi, exit 134) instead
+    of raising. Read by MuJoCo at import, so this runs before it."""
+    if "MUJOCO_GL" not in environ and not (
+        environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY")
+    ):
+        environ["MUJOCO_GL"] = "egl"
+
+
 def load_mujoco() -> Any:
     """`import mujoco`, turning its GL back-end failure (raised at import) into a clear error."""
+    default_gl_backend()
     try:
         import mujoco
     except (ImportError, RuntimeError) as exc:
