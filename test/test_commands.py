@@ -94,6 +94,17 @@ def test_resume_follows_only_a_held_instruction(stack, capsys):
     assert stack.inference.core.instruction == "patrol"
 
 
+def test_instruct_reports_why_the_node_refused_at_once(stack, capsys):
+    """Over the model's token budget: the node knows why, and instruct says it (no timeout)."""
+    stack.policy.instruction_problem = lambda text: (
+        f"{len(text.split())} tokens, at most 3" if len(text.split()) > 3 else None
+    )
+    assert main(["instruct", "go to the red box now", "--timeout", "10"]) == 1
+    assert "refused it: 6 tokens, at most 3" in capsys.readouterr().err
+    assert stack.inference.core.instruction is None
+    assert main(["instruct", "go left", "--timeout", "10"]) == 0
+
+
 def test_instruct_refuses_control_characters_before_publishing(stack, capsys):
     assert main(["instruct", "go\x1b[2J"]) == 2
     assert "control character" in capsys.readouterr().err
@@ -122,8 +133,14 @@ def test_status_once_json_reports_every_node(stack, capsys):
     assert snapshot["active"] is True
     assert snapshot["safety"]["state"]
     assert "last_rejection" in snapshot["safety"]
-    assert snapshot["inference"]["inferences"] is not None
-    assert "start" in snapshot["events"]
+    # Typed values: numbers, booleans and null, not their strings.
+    assert isinstance(snapshot["inference"]["inferences"], int)
+    assert isinstance(snapshot["inference"]["instructions_refused"], int)
+    assert snapshot["inference"]["latency_p50_ms"] is None or isinstance(
+        snapshot["inference"]["latency_p50_ms"], float
+    )
+    assert snapshot["safety"]["estop_engaged"] is False
+    assert isinstance(snapshot["events"]["start"], int)
 
     from io import StringIO
 
@@ -182,3 +199,28 @@ def test_status_takes_the_state_a_node_s_diagnostics_carry_when_its_service_is_u
     assert collector.state("vla_inference") == "active"
     assert collector.complete()
     assert collector.state("vla_camera") == "absent"
+
+
+def test_status_once_without_a_stack_fails_and_says_so(capsys):
+    assert main(["status", "--once", "--json", "--timeout", "2"]) == 1
+    captured = capsys.readouterr()
+    assert "no node of the stack answered" in captured.err
+    snapshot = json.loads(captured.out)
+    # A node destroyed by an earlier test may linger in the DDS graph for a moment.
+    assert {node["state"] for node in snapshot["nodes"].values()} <= {"absent", "no answer"}
+
+
+def test_typed_diagnostics_values():
+    from vla_ros.commands import json_safe, typed
+
+    assert [typed(v) for v in ("0", "12", "3.500", "nan", "true", "False", "", "go")] == [
+        0,
+        12,
+        3.5,
+        None,
+        True,
+        False,
+        None,
+        "go",
+    ]
+    assert json_safe({"a": [float("nan"), 1.0], "b": float("inf")}) == {"a": [None, 1.0], "b": None}

@@ -14,6 +14,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped, Vector3Stamped
 from nav_msgs.msg import Path
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -525,6 +526,8 @@ def test_model_dir_loads_the_real_policy_and_checks_its_action_space(ros_context
     node = InferenceNode(None, context=ros_context, parameter_overrides=overrides)
     try:
         assert node.get_parameter("action_space").value == "mobile3"
+        # The start-up log (and bringup's) names what runs.
+        assert node.runtime.endswith("on cpu, backend torch, float32")
     finally:
         node.destroy_node()
     with pytest.raises(ParameterError, match="action_space"):
@@ -605,3 +608,24 @@ def test_a_restarted_node_does_not_follow_an_instruction_published_before_it_sta
     rig.wait_events(1)
     assert [call.instruction for call in rig.policy.log] == ["go left"]
     assert not rig.call(resume).success  # nothing held any more
+
+
+def test_a_volatile_instruction_publisher_is_heard_without_a_false_qos_warning(make_rig, capfd):
+    """`ros2 topic pub` publishes volatile: the volatile twin subscription receives it, so the
+    transient-local one must not log "incompatible QoS. No messages will be received"."""
+    rig = make_rig()
+    operator = Node("volatile_operator", context=rig.node.context)
+    rig.executor.add_node(operator)
+    rig.nodes.append(operator)
+    # The publisher's own side of the mismatch ("No messages will be sent to it") is rclpy's
+    # to report, on the operator's terminal; silenced here to look at the node's log alone.
+    quiet = PublisherEventCallbacks(incompatible_qos=lambda _status: None)
+    publisher = operator.create_publisher(
+        String, "vla/instruction", COMMAND_QOS, event_callbacks=quiet
+    )
+    rig.wait(lambda: publisher.get_subscription_count() >= 1)
+    publisher.publish(String(data="go left"))
+    rig.wait_events(1)
+    assert [call.instruction for call in rig.policy.log] == ["go left"]
+    rig.wait_commands(3)
+    assert "incompatible QoS" not in capfd.readouterr().err

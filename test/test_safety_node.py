@@ -11,6 +11,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import Twist, TwistStamped
 from rcl_interfaces.srv import SetParameters
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -395,15 +396,20 @@ def test_a_stopping_validator_commands_zero_instead_of_going_silent(ros_context,
         peer.destroy_node()
 
 
-def test_an_estop_publisher_with_default_volatile_qos_still_stops_the_robot(rigs, spin_until):
+def test_an_estop_publisher_with_default_volatile_qos_still_stops_the_robot(
+    rigs, spin_until, capfd
+):
     """A joystick or teleop node publishing Bool with plain depth-10 QoS must not be ignored
-    because its durability does not match the latched subscription."""
+    because its durability does not match the latched subscription, nor be reported as a
+    publisher whose messages are not received."""
     rig = rigs()
-    volatile = rig.peer.create_publisher(Bool, "vla/estop", 10)
+    quiet = PublisherEventCallbacks(incompatible_qos=lambda _status: None)  # its own side
+    volatile = rig.peer.create_publisher(Bool, "vla/estop", 10, event_callbacks=quiet)
     sender = rig.peer.create_timer(0.05, lambda: volatile.publish(Bool(data=True)))
     assert spin_until(rig.executor, lambda: rig.value("state") == "estop")
     assert rig.value("estop_input") == "true"
     rig.peer.destroy_timer(sender)
+    assert "incompatible QoS" not in capfd.readouterr().err
 
 
 def test_a_failing_core_latches_a_stop_instead_of_killing_the_output_timer(rigs, spin_until):

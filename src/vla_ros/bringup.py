@@ -232,9 +232,10 @@ def run_bringup(options: StackOptions) -> int:
         executor = make_executor(context)
         for node in nodes:
             executor.add_node(node)
+        runs = [getattr(node, "runtime", "") for node in nodes if getattr(node, "runtime", "")]
         nodes[0].get_logger().info(
             f"vla_ros stack up: mode={action_spaces.canonical(options.mode)} "
-            f"model_dir={options.model_dir}"
+            f"model_dir={options.model_dir}, policy {runs[0] if runs else 'none'}"
         )
         signals.spin(executor, context)
     except ParameterError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -120,16 +121,25 @@ def instruct(text: str, namespace: str, timeout_s: float) -> int:
         publisher.publish(String(data=text))
         wanted = text.strip()
 
-        def taken() -> bool:
-            values = seen.get("vla_inference", {}).get("values", {})
-            return values.get("instruction") == wanted
+        def values() -> dict[str, str]:
+            return seen.get("vla_inference", {}).get("values", {})
 
-        if not session.spin_until(taken, timeout_s):
+        def taken() -> bool:
+            return values().get("instruction") == wanted
+
+        def refused() -> bool:
+            return bool(wanted) and values().get("refused_instruction") == wanted
+
+        if not session.spin_until(lambda: taken() or refused(), timeout_s):
             print(
                 "vla-ros instruct: published, but the inference node did not report it within "
-                f"{timeout_s:g} s (refused? see its log)",
+                f"{timeout_s:g} s (see its log)",
                 file=sys.stderr,
             )
+            return 1
+        if not taken():
+            reason = values().get("refusal_reason", "")
+            print(f"vla-ros instruct: the inference node refused it: {reason}", file=sys.stderr)
             return 1
         print(f"instruction active: {wanted!r}" if wanted else "instruction cleared")
         return 0
@@ -289,7 +299,7 @@ class StatusCollector:
             "active": self.active,
             "confidence": self.confidence,
             "inference": {
-                key: inference.get(key)
+                key: inference.get(key) if key == "last_error" else typed(inference.get(key))
                 for key in (
                     "inferences",
                     "latency_p50_ms",
@@ -302,16 +312,50 @@ class StatusCollector:
                 )
             },
             "events": {
-                key.removeprefix("events_"): value
+                key.removeprefix("events_"): typed(value)
                 for key, value in inference.items()
                 if key.startswith("events_")
             },
             "last_event": self.events[-1] if self.events else None,
             "safety": {
-                key: self.safety.get(key)
-                for key in ("state", "reasons", "estop_engaged", "last_rejection", "_message")
+                **{
+                    key: self.safety.get(key)
+                    for key in ("state", "reasons", "last_rejection", "_message")
+                },
+                "estop_engaged": typed(self.safety.get("estop_engaged")),
             },
         }
+
+
+def typed(value: Any) -> Any:
+    """A diagnostics string as the JSON value it stands for: booleans, numbers, and null for
+    a missing value or a NaN/Inf (which JSON cannot carry). Other text stays text."""
+    if not isinstance(value, str):
+        return value
+    lowered = value.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("", "none", "nan", "inf", "-inf"):
+        return None
+    try:
+        return int(lowered)
+    except ValueError:
+        pass
+    try:
+        return float(lowered)
+    except ValueError:
+        return value
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and Inf (a confidence, a field of an inference event) become null: strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def render(snapshot: dict[str, Any]) -> Any:
@@ -370,11 +414,18 @@ def status(namespace: str, once: bool, as_json: bool, timeout_s: float) -> int:
                     break
             snapshot = collector.snapshot()
             if as_json:
-                print(json.dumps(snapshot, indent=2, sort_keys=True))
+                print(json.dumps(json_safe(snapshot), indent=2, sort_keys=True, allow_nan=False))
             else:
                 from rich.console import Console
 
                 Console().print(render(snapshot))
+            if all(node["state"] in ("absent", "no answer") for node in snapshot["nodes"].values()):
+                print(
+                    f"vla-ros status: no node of the stack answered (namespace "
+                    f"{namespace or '/'!r}; is it running, on this ROS_DOMAIN_ID?)",
+                    file=sys.stderr,
+                )
+                return 1
             return 0
         from rich.live import Live
 

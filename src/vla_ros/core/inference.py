@@ -184,6 +184,7 @@ class InferenceCore:
         self._closed = False
         self._gripper_hold: float | None = None
         self._held: str | None = None
+        self._refusal = ("", "")
         self._counts: Counter[str] = Counter()
         self._causes: Counter[str] = Counter({cause.value: 0 for cause in Cause})
         self._last_error = ""
@@ -264,6 +265,7 @@ class InferenceCore:
         with self._lock:
             if problem is not None:
                 self._counts["instructions_refused"] += 1
+                self._refusal = (text.strip(), problem)
                 return Receipt(False, self._trigger.instruction, problem)
             self._held = None
             changed = self._trigger.set_instruction(text)
@@ -382,6 +384,8 @@ class InferenceCore:
                 "action_space": self.spec.action_space,
                 "instruction": self._trigger.instruction or "",
                 "held_instruction": self._held or "",
+                "refused_instruction": self._refusal[0],
+                "refusal_reason": self._refusal[1],
                 "generation": self._generation,
                 "busy": self._trigger.busy,
                 "pending": ",".join(sorted(c.value for c in self._trigger.pending)),

@@ -20,6 +20,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.context import Context
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import InvalidTopicNameException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -53,6 +54,17 @@ LATCHED_QOS = QoSProfile(
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
 """E-stop and instruction: a late joiner must still see the last value."""
+
+
+def latched_twin_events() -> SubscriptionEventCallbacks:
+    """Event callbacks for the transient-local half of a latched + volatile subscription pair.
+
+    A volatile publisher (what `ros2 topic pub` creates) never matches a transient-local
+    subscription, and rclpy's default handler then logs "offering incompatible QoS. No messages
+    will be received" although the volatile twin receives every message. Any other mismatch
+    (best effort, say) fails the twin too, whose default handler still reports it."""
+    return SubscriptionEventCallbacks(incompatible_qos=lambda _status: None)
+
 
 ParamValue = bool | int | float | str | list
 

@@ -57,6 +57,7 @@ from vla_ros.nodes.common import (
     ParameterError,
     ParamSpec,
     diagnostic_array,
+    latched_twin_events,
     run_node,
     topic_name_problem,
 )
@@ -237,6 +238,7 @@ class InferenceNode(ManagedNode):
         self._core: InferenceCore | None = None
         self._worker: threading.Thread | None = None
         self._io: list[Any] = []
+        self.runtime = ""  # what runs (model, device, backend, dtype): logged at start-up
         self.finish_init(autostart)
 
     @property
@@ -255,6 +257,11 @@ class InferenceNode(ManagedNode):
                 f"action_space is {cfg['action_space']!r} but the model is {spec.action_space!r}"
             )
         self._spec = spec
+        self.runtime = (
+            f"{spec.model_id} on {spec.device}, backend {cfg['backend']}, {cfg['dtype']}"
+            if self._injected is None
+            else f"{spec.model_id} ({type(policy).__name__}, injected) on {spec.device}"
+        )
         self._core = InferenceCore(
             policy, _core_config(cfg.values), self._now_s, on_play=self._on_play
         )
@@ -279,7 +286,7 @@ class InferenceNode(ManagedNode):
             self._twist_pub = pub(Twist, "cmd_topic")
         cfg.add_listener(self._on_params)
         self.get_logger().info(
-            f"{spec.action_space} policy {spec.model_id} on {spec.device}, "
+            f"{spec.action_space} policy {self.runtime}, "
             f"chunk {spec.chunk} x {spec.action_period_s:.3f} s"
         )
 
@@ -306,6 +313,7 @@ class InferenceNode(ManagedNode):
                     cfg["instruction_topic"],
                     functools.partial(self._on_instruction, source),
                     qos,
+                    event_callbacks=latched_twin_events() if source == 0 else None,
                 )
                 for source, qos in enumerate((LATCHED_QOS, COMMAND_QOS))
             ),

@@ -40,6 +40,7 @@ from vla_ros.nodes.common import (
     ParameterError,
     ParamSpec,
     diagnostic_array,
+    latched_twin_events,
     run_node,
 )
 from vla_ros.nodes.lifecycle import ManagedNode
@@ -313,8 +314,15 @@ class SafetyNode(ManagedNode):
     def _bools(self, topic: str, callback: Callable[..., Any]) -> None:
         """Latched to get the state on a late start; also volatile, because a subscription that
         asks for transient-local never matches a plain (volatile) publisher."""
-        for qos in (LATCHED_QOS, COMMAND_QOS):
-            self.create_subscription(Bool, topic, callback, qos, callback_group=self._inputs)
+        self.create_subscription(
+            Bool,
+            topic,
+            callback,
+            LATCHED_QOS,
+            callback_group=self._inputs,
+            event_callbacks=latched_twin_events(),
+        )
+        self.create_subscription(Bool, topic, callback, COMMAND_QOS, callback_group=self._inputs)
 
     def _arbitration(
         self, names: Sequence[str], lock_names: Sequence[str], wiring: NodeParameters
