@@ -183,7 +183,7 @@ def test_thin_recordings_fail_instead_of_passing(tmp_path, params_file):
     """The README replay once recorded 7 zero commands and passed; now that is a FAIL."""
     write_mobile_run(tmp_path / "thin", [(k / 50, (0.0, 0.0, 0.0)) for k in range(7)])
     result = check_bag(tmp_path / "thin", params_file)
-    assert [f.kind for f in result.findings] == ["too_few_commands"]
+    assert [f.kind for f in result.findings] == ["too_few_commands", "too_short"]
     assert "7 outputs" in result.findings[0].message
     assert check_bag(tmp_path / "thin", params_file, min_commands=7).ok
     write_mobile_run(tmp_path / "run", ramp())
@@ -194,6 +194,64 @@ def test_thin_recordings_fail_instead_of_passing(tmp_path, params_file):
     ]
     write_mobile_run(tmp_path / "full", ramp(), raw_inputs())
     assert check_bag(tmp_path / "full", params_file, require=["/vla/cmd_raw"]).ok
+
+
+def _write_still_run(path, *, receive_ns=None, active=(), declare=()):
+    """500 zero outputs at 50 Hz (receive times from `receive_ns(k)`), `/vla/active` values at
+    (t, value), and empty declared topics: what a stack listening to the wrong camera records."""
+    from geometry_msgs.msg import Twist
+    from std_msgs.msg import Bool
+
+    receive_ns = receive_ns or (lambda k: _ns(k / 50))
+    with BagWriter(path) as bag:
+        bag.add_topic("/cmd_vel", "geometry_msgs/msg/Twist")
+        for topic in declare:
+            bag.add_topic(topic, "geometry_msgs/msg/Twist")
+        if active:
+            bag.add_topic("/vla/active", "std_msgs/msg/Bool")
+        records = [(receive_ns(k), "/cmd_vel", serialize(Twist())) for k in range(500)]
+        records += [(_ns(t), "/vla/active", serialize(Bool(data=v))) for t, v in active]
+        for stamp, topic, data in sorted(records):
+            bag.write(topic, stamp, data)
+
+
+def test_a_run_in_which_nothing_happened_cannot_pass(tmp_path, params_file):
+    """The README replay with the stack on the wrong camera topic passed: 500 outputs, none
+    moving, a required topic declared by the recorder but empty, every output at time 0."""
+    _write_still_run(tmp_path / "empty_required", declare=["/vla/cmd_raw"])
+    result = check_bag(tmp_path / "empty_required", params_file, require=["/vla/cmd_raw"])
+    assert [(f.kind, f.message) for f in result.findings] == [
+        ("empty_topic", "/vla/cmd_raw recorded but holds 0 messages")
+    ]
+    _write_still_run(tmp_path / "at_zero", receive_ns=lambda k: 0)
+    kinds = [f.kind for f in check_bag(tmp_path / "at_zero", params_file).findings]
+    assert kinds == ["zero_stamp", "too_short"]
+    _write_still_run(tmp_path / "one_instant", receive_ns=lambda k: _ns(1.0))
+    result = check_bag(tmp_path / "one_instant", params_file)
+    assert [f.kind for f in result.findings] == ["too_short"]
+    assert "span 0.00 s" in result.findings[0].message
+    _write_still_run(tmp_path / "active", active=[(0.5, True)])
+    result = check_bag(tmp_path / "active", params_file)
+    assert [f.kind for f in result.findings] == ["nothing_moved"]
+    assert "/vla/active was true for 9.48 s" in result.findings[0].message
+    # Without an instruction, standing still is the right thing to do.
+    _write_still_run(tmp_path / "idle", active=[(0.5, False)])
+    assert check_bag(tmp_path / "idle", params_file).ok
+
+
+def test_stamps_from_another_clock_fail(tmp_path):
+    """Arm outputs stamped in sim time, recorded in wall time (or the reverse)."""
+    from geometry_msgs.msg import TwistStamped
+
+    with BagWriter(tmp_path / "arm") as bag:
+        bag.add_topic("/servo_node/delta_twist_cmds", "geometry_msgs/msg/TwistStamped")
+        for k in range(100):
+            msg = TwistStamped()
+            msg.header.stamp.sec, msg.header.stamp.nanosec = 12 + k // 100, (k % 100) * 10**7
+            bag.write("/servo_node/delta_twist_cmds", _ns(k / 100), serialize(msg))
+    result = check_bag(tmp_path / "arm", {"mode": "arm7", "output_rate_hz": 100.0})
+    assert [f.kind for f in result.findings] == ["stamp_out_of_range"]
+    assert "100 outputs stamped outside" in result.findings[0].message
 
 
 def test_unsafe_params_are_refused(tmp_path):
@@ -274,3 +332,17 @@ def test_any_ramp_within_limits_passes_and_any_big_jump_fails(tmp_path_factory, 
     write_mobile_run(tmp / "bad", bad, raw_inputs())
     findings = check_bag(tmp / "bad", params).findings
     assert any(f.kind == "accel" and math.isclose(f.t_rel, t, abs_tol=1e-6) for f in findings)
+
+
+def test_bag_info_never_takes_a_duration_from_zero_stamps(tmp_path, capsys):
+    from vla_ros.bag.io import bag_info
+    from vla_ros.cli import main
+
+    _write_still_run(tmp_path / "half", receive_ns=lambda k: 0 if k < 100 else _ns(k / 50))
+    info = bag_info(tmp_path / "half")
+    assert info.zero_stamped == 100
+    assert info.duration_s == pytest.approx(399 / 50)
+    assert main(["bag", "info", str(tmp_path / "half")]) == 0
+    shown = " ".join(capsys.readouterr().err.split())  # rich wraps the title
+    assert "7.98 s, 100 messages stamped 0" in shown
+    assert "175000" not in shown

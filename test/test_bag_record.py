@@ -151,3 +151,39 @@ def test_record_needs_topics_and_refuses_existing_output(ros_context, tmp_path):
     (tmp_path / "taken" / "notes.txt").write_text("x", encoding="utf-8")
     with pytest.raises(BagError, match="exists"):
         BagRecorder(["/x"], tmp_path / "taken", context=ros_context)
+
+
+def test_under_sim_time_nothing_is_stamped_before_the_first_clock(
+    ros_context, spin_until, talker, tmp_path
+):
+    """A recording started before the replay: messages before /clock would be stamped 0."""
+    from geometry_msgs.msg import Twist
+    from rosgraph_msgs.msg import Clock
+
+    recorder = BagRecorder(["/cmd_vel"], tmp_path / "rec", context=ros_context, use_sim_time=True)
+    clock_pub = talker.create_publisher(Clock, "/clock", 10)
+    executor = _executor(ros_context, recorder.node, talker)
+    assert spin_until(executor, lambda: recorder.ready, 10.0)
+    talker.twist_pub.publish(Twist())
+    assert spin_until(executor, lambda: recorder.stats.before_clock == 1, 5.0)
+    tick = Clock()
+    tick.clock.sec = 42
+    clock_pub.publish(tick)
+    assert spin_until(executor, lambda: recorder.node.get_clock().now().nanoseconds > 0, 5.0)
+    talker.twist_pub.publish(Twist())
+    assert spin_until(executor, lambda: recorder.stats.counts["/cmd_vel"] == 1, 5.0)
+    stats = recorder.stop()
+    assert stats.before_clock == 1
+    info = bag_info(tmp_path / "rec")
+    assert info.count == 1
+    assert info.start_ns == 42 * 10**9
+
+
+def test_record_gives_up_when_nothing_arrives(tmp_path, capsys):
+    """The README replay flow hung in `wait` when the stack was missing."""
+    from vla_ros.cli import main
+
+    out = tmp_path / "rec"
+    code = main(["record", str(out), "--topics", "/nobody", "--duration", "5", "--wait", "1"])
+    assert code == 1
+    assert "nothing was recorded within 1 s" in " ".join(capsys.readouterr().err.split())

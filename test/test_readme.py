@@ -271,3 +271,42 @@ def test_replay_with_a_planted_violation_fails_bag_check(tmp_path: Path):
     assert checked.returncode == 1, checked.output
     assert "FAIL" in checked.output
     assert "velocity_limit" in checked.output
+
+
+TWINS = {
+    # name: (what the user got wrong, as an edit of the block; the reason the verdict names)
+    "stack absent": (
+        lambda line: "true &" if " bringup " in line else line,
+        "nothing was recorded within 30 s",
+    ),
+    "wrong camera topic": (
+        lambda line: line.replace(" --compressed", "") if " bringup " in line else line,
+        "nothing_moved: no output on /cmd_vel moved although /vla/active was true",
+    ),
+    "clock missing": (
+        lambda line: line.replace(" --clock 200", ""),
+        "nothing was recorded within 30 s: no publisher or no /clock",
+    ),
+}
+"""Negative twins of the replay workflow: the same block with one usual mistake. Each must end
+in a FAIL (non-zero exit) that names the reason, within the block timeout (it hung in `wait`).
+The player's wait for subscribers is shortened to keep the twins quick; the block is otherwise
+as written."""
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+@pytest.mark.parametrize("twin", sorted(TWINS))
+def test_replay_negative_twins_fail_with_the_reason(twin: str, tmp_path: Path):
+    edit, reason = TWINS[twin]
+    block = next(b for b in RUN_BLOCKS if b.section == "Replay a bag")
+    written = block.text.splitlines()
+    assert [edit(line) for line in written] != written, f"{twin}: the block changed"
+    lines = [
+        edit(line).replace("--wait-for-subscribers 60", "--wait-for-subscribers 5")
+        for line in written
+    ]
+    run = run_script("\n".join(lines), scratch_dir(tmp_path))
+    assert run.returncode != 0, run.output
+    assert "PASS" not in run.output
+    assert reason in " ".join(run.output.split()), run.output

@@ -11,9 +11,14 @@ violation. E-stop inputs and `~/status` count from their receive time plus one o
 (or the tolerance, if larger): an output already in flight when the e-stop arrived is not a
 violation, one published a period later is.
 
-A recording too thin to show anything fails instead of passing: fewer outputs than
-`min_commands` (default one second of the output rate) or a `require`d topic that is absent are
-findings of their own (`too_few_commands`, `missing_topic`), as is a bag without the output topic.
+A recording that shows nothing fails instead of passing. Findings of their own: a bag without
+the output topic or a `require`d topic (`missing_topic`), a `require`d topic that holds no
+message (`empty_topic`: the recorder declares every topic it was asked for), fewer outputs than
+`min_commands` (default one second of the output rate, `too_few_commands`), outputs spanning less
+than `min_duration_s` by their times or by receive time (`too_short`), zero stamps or receive
+times (`zero_stamp`), stamps outside the bag's time range (`stamp_out_of_range`: stack and
+recorder on different clocks), and no output moving while `/vla/active` was true
+(`nothing_moved`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,12 @@ STAMP_RESOLUTION_S = 1e-6
 """Nodes compute in float seconds since the epoch (about 0.24 us resolution today), so stamped
 outputs get this much dt slack; it is far below any accel·dt a real violation needs."""
 ESTOP_TOPIC = ("vla/estop", ("std_msgs/msg/Bool",))
+ACTIVE_TOPIC = ("vla/active", ("std_msgs/msg/Bool",))
+NOTHING_MOVED_S = 1.0
+"""An instruction active this long without one moving output is a run in which nothing happened
+(to check a run that holds still on purpose, leave /vla/active out of the recording)."""
+STAMP_RANGE_SLACK_S = 1.0
+"""An output stamp may precede its receipt (decision, then transport) but not by this much."""
 STATUS_TOPIC = ("vla_safety/status", ("diagnostic_msgs/msg/DiagnosticStatus",))
 
 
@@ -138,6 +149,16 @@ def _missing(info: Any, required: Sequence[str]) -> list[str]:
     return [r for r in required if not any(n.endswith(r.strip("/")) for n in names)]
 
 
+def _empty(info: Any, required: Sequence[str]) -> list[str]:
+    """Required topics the bag declares but holds no message of."""
+    return [
+        r
+        for r in required
+        if (found := [t for t in info.topics if str(t.name).rstrip("/").endswith(r.strip("/"))])
+        and not any(t.count for t in found)
+    ]
+
+
 def _detect_mode(info: Any) -> str:
     found = [
         space.name
@@ -189,6 +210,7 @@ def check_bag(
     time_tolerance_s: float | None = None,
     max_gap_s: float | None = None,
     min_commands: int | None = None,
+    min_duration_s: float | None = None,
     require: Sequence[str] = (),
 ) -> CheckResult:
     """Check every safety output in `bag` against the limits in `params`.
@@ -196,7 +218,8 @@ def check_bag(
     `params` is a ROS parameter file (the `node` section is used), a flat mapping, or None for
     the validator's defaults of `mode`. `max_gap_s` is the longest silence allowed while moving
     (default five output periods, see `check_trace`). `min_commands` (default: one second of
-    outputs at `output_rate_hz`) and `require` (topic names) make a thin recording fail.
+    outputs at `output_rate_hz`), `min_duration_s` (default: the time `min_commands` outputs
+    take) and `require` (topic names) make a thin recording fail.
     """
     from vla_ros.safety.config import SafetyConfig, twist_vector
     from vla_ros.safety.invariants import TraceSample, check_trace
@@ -235,19 +258,35 @@ def check_bag(
         raw = _find(info, raw_suffix, raw_types)
         estop_topic = _find(info, *ESTOP_TOPIC)
         status_topic = _find(info, *STATUS_TOPIC)
+        active_topic = _find(info, *ACTIVE_TOPIC)
         estop = _Switch()
         status = _Switch()
+        active = _Switch()
         inputs: list[float] = []
         outputs: list[tuple[float, tuple[float, ...]]] = []
-        wanted = [t for t in (output, raw, estop_topic, status_topic) if t is not None]
+        received_at: list[float] = []
+        zero_stamps = zero_receipts = 0
+        out_of_range: list[float] = []
+        wanted = [
+            t for t in (output, raw, estop_topic, status_topic, active_topic) if t is not None
+        ]
         origin = info.start_ns
+        slack_ns = round(STAMP_RANGE_SLACK_S * 1e9)
         for message in reader.messages(wanted):
             received = (message.timestamp_ns - origin) / 1e9
             msg = deserialize(message.data, message.msgtype, message.topic)
             if message.topic == output:
+                zero_receipts += message.timestamp_ns == 0
                 stamp = stamp_ns(msg) if stamped else None
+                if stamped and not stamp:
+                    zero_stamps += 1
+                elif stamp and not info.start_ns - slack_ns <= stamp <= info.end_ns + slack_ns:
+                    out_of_range.append(stamp / 1e9)
                 t = (stamp - origin) / 1e9 if stamp else received
                 outputs.append((t, twist_vector(msg)))
+                received_at.append(received)
+            elif message.topic == active_topic:
+                active.add(received, bool(msg.data))
             elif message.topic == raw:
                 stamp = stamp_ns(msg)
                 inputs.append((stamp - origin) / 1e9 if stamp else received)
@@ -261,6 +300,10 @@ def check_bag(
     result = CheckResult(Path(bag), mode, output, len(outputs))
     result.moving = sum(1 for _, motion in outputs if any(motion))
     result.findings += [_recording(info, "missing_topic", f"{m} not recorded") for m in missing]
+    result.findings += [
+        _recording(info, "empty_topic", f"{m} recorded but holds 0 messages")
+        for m in _empty(info, require)
+    ]
     needed = math.ceil(config.output_rate_hz) if min_commands is None else min_commands
     if len(outputs) < needed:
         result.findings.append(
@@ -271,6 +314,27 @@ def check_bag(
                 "(a recording this thin shows nothing; see --min-commands)",
             )
         )
+    result.findings += _time_findings(
+        info,
+        output,
+        [t for t, _ in outputs],
+        received_at,
+        needed / config.output_rate_hz if min_duration_s is None else min_duration_s,
+        period,
+        (zero_stamps, zero_receipts, out_of_range),
+    )
+    if result.moving == 0 and outputs and active.times:
+        engaged = _engaged_span(active, received_at[-1])
+        if engaged >= NOTHING_MOVED_S:
+            result.findings.append(
+                _recording(
+                    info,
+                    "nothing_moved",
+                    f"no output on {output} moved although {active_topic} was true for "
+                    f"{engaged:.2f} s (an instruction was active: wrong camera topic? "
+                    "no frames? see the inference node's log)",
+                )
+            )
     if raw is None:
         result.notes.append(f"no {raw_suffix} recorded: watchdog not checked")
     if estop_topic is None and status_topic is None:
@@ -295,6 +359,64 @@ def check_bag(
             Finding(origin / 1e9 + violation.t, violation.t, violation.kind, violation.message)
         )
     return result
+
+
+def _time_findings(
+    info: Any,
+    output: str,
+    times: Sequence[float],
+    received: Sequence[float],
+    min_duration_s: float,
+    period: float,
+    stamps: tuple[int, int, Sequence[float]],
+) -> list[Finding]:
+    """Outputs must span `min_duration_s` by their own times and by receive time (a run whose
+    outputs all carry one stamp lasted no time at all), with no zero or out-of-range stamps."""
+    zero_stamps, zero_receipts, out_of_range = stamps
+    found = []
+    if zero_stamps or zero_receipts:
+        found.append(
+            _recording(
+                info,
+                "zero_stamp",
+                f"{zero_stamps} outputs on {output} stamped 0, {zero_receipts} received at time 0 "
+                "(recorded before the first /clock?)",
+            )
+        )
+    if out_of_range:
+        found.append(
+            _recording(
+                info,
+                "stamp_out_of_range",
+                f"{len(out_of_range)} outputs stamped outside the bag's time range (first "
+                f"{out_of_range[0]:.3f}): stack and recorder on different clocks "
+                "(--use-sim-time on one only?)",
+            )
+        )
+    if times:
+        by_stamp = max(times) - min(times) + period
+        by_receipt = max(received) - min(received) + period
+        if min(by_stamp, by_receipt) + 1e-9 < min_duration_s:
+            found.append(
+                _recording(
+                    info,
+                    "too_short",
+                    f"outputs on {output} span {by_stamp - period:.2f} s by their times and "
+                    f"{by_receipt - period:.2f} s by receive time, at least {min_duration_s:.2f} "
+                    "s needed (see --min-duration)",
+                )
+            )
+    return found
+
+
+def _engaged_span(switch: _Switch, end: float) -> float:
+    """Seconds `switch` was true up to `end` (the last output)."""
+    total = 0.0
+    for index, (t, value) in enumerate(zip(switch.times, switch.values, strict=True)):
+        until = switch.times[index + 1] if index + 1 < len(switch.times) else end
+        if value:
+            total += max(0.0, min(until, end) - t)
+    return total
 
 
 def _recording(info: Any, kind: str, message: str) -> Finding:

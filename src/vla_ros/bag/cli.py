@@ -110,8 +110,19 @@ def _add_record(subparsers: argparse._SubParsersAction) -> None:
         metavar="S",
         help="stop S seconds after the first message (a slow start-up does not eat the run)",
     )
+    parser.add_argument(
+        "--wait",
+        type=_positive,
+        default=30.0,
+        metavar="S",
+        help="give up, exit 1, when nothing was recorded within S seconds of wall time",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bag")
-    parser.add_argument("--use-sim-time", action="store_true", help="stamp with /clock time")
+    parser.add_argument(
+        "--use-sim-time",
+        action="store_true",
+        help="stamp with /clock time; messages before the first /clock are not recorded",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no live message counts")
     parser.set_defaults(handler=_handle_record)
 
@@ -206,11 +217,20 @@ def _add_check(commands: argparse._SubParsersAction) -> None:
         help="FAIL with fewer outputs than this (default: one second at output_rate_hz)",
     )
     parser.add_argument(
+        "--min-duration",
+        type=float,
+        default=None,
+        metavar="S",
+        help="FAIL when the outputs span less than this, by their stamps or by receive time "
+        "(default: the time --min-commands outputs take)",
+    )
+    parser.add_argument(
         "--require",
         nargs="+",
         default=[],
         metavar="TOPIC",
-        help="FAIL unless these topics were recorded (e.g. /vla/cmd_raw for the watchdog)",
+        help="FAIL unless these topics were recorded with at least one message (e.g. "
+        "/vla/cmd_raw for the watchdog)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write violations as JSON")
     parser.set_defaults(handler=_handle_check)
@@ -332,13 +352,19 @@ def _handle_record(args: argparse.Namespace) -> int:
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(recorder.node)
         deadline: float | None = None
+        give_up = time.monotonic() + args.wait
+        nothing = False
         console.print(f"recording to {args.out} (Ctrl-C to stop)")
         try:
             with console.status("waiting for publishers", spinner="dots") as status:
                 while deadline is None or time.monotonic() < deadline:
                     executor.spin_once(timeout_sec=0.1)
-                    if deadline is None and args.duration and any(recorder.stats.counts.values()):
+                    recorded = any(recorder.stats.counts.values())
+                    if deadline is None and args.duration and recorded:
                         deadline = time.monotonic() + args.duration
+                    if not recorded and time.monotonic() > give_up:
+                        nothing = True
+                        break
                     if not args.no_progress:
                         counts = dict(recorder.stats.counts)
                         status.update(
@@ -354,6 +380,15 @@ def _handle_record(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/red] {error}")
     total = sum(stats.counts.values())
     console.print(f"wrote {total} messages to {args.out} (dropped {stats.dropped})")
+    if stats.before_clock:
+        console.print(f"not recorded: {stats.before_clock} messages from before the first /clock")
+    if nothing:
+        hint = " or no /clock" if args.use_sim_time else ""
+        console.print(
+            f"[red]error:[/red] nothing was recorded within {args.wait:g} s: no publisher"
+            f"{hint} (is the stack running, on this ROS_DOMAIN_ID?)"
+        )
+        return 1
     if stats.errors:
         return 1
     return 130 if interrupted else 0
@@ -430,6 +465,7 @@ def _handle_check(args: argparse.Namespace) -> int:
         time_tolerance_s=args.time_tolerance,
         max_gap_s=args.max_gap,
         min_commands=args.min_commands,
+        min_duration_s=args.min_duration,
         require=args.require,
     )
     print(result.summary())
@@ -460,7 +496,7 @@ def _handle_info(args: argparse.Namespace) -> int:
     info = bag_info(args.bag)
     table = Table(
         title=f"{info.path}: {info.storage}, metadata v{info.version}, "
-        f"{info.count} messages, {info.duration_s:.2f} s"
+        f"{info.count} messages, {info.duration_s:.2f} s{info.time_note}"
     )
     for column in ("topic", "type", "count", "offered QoS"):
         table.add_column(column)

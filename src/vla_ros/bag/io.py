@@ -69,10 +69,20 @@ class BagInfo:
     count: int
     topics: tuple[TopicInfo, ...]
     custom_data: dict[str, str] = field(default_factory=dict)
+    zero_stamped: int = 0
+    """Messages recorded at time 0 (a sim-time recorder before the first /clock); `start_ns` is
+    the first other time, so they never stretch the duration to the epoch's 1.7e9 s."""
 
     @property
     def duration_s(self) -> float:
         return max(0, self.end_ns - self.start_ns) / 1e9
+
+    @property
+    def time_note(self) -> str:
+        """What `bag info` and reports add after the duration; empty for a sound bag."""
+        if not self.zero_stamped:
+            return ""
+        return f", {self.zero_stamped} messages stamped 0 (recorded before the first /clock?)"
 
     def topic(self, name: str) -> TopicInfo:
         for info in self.topics:
@@ -138,16 +148,25 @@ class BagReader:
             "mcap" if self.path.suffix == ".mcap" else "sqlite3"
         )
         custom = self._metadata.get("custom_data") or {}
+        start = reader.start_time if reader.message_count else 0
+        end = reader.end_time if reader.message_count else 0
+        zero = 0
+        if reader.message_count and start == 0:
+            times = [timestamp for _, timestamp, _ in reader.messages()]
+            zero = times.count(0)
+            start = min((t for t in times if t), default=0)
+            end = end if start else 0
         return BagInfo(
             path=self.path,
             storage=str(storage),
             version=self._metadata.get("version"),
             ros_distro=self._metadata.get("ros_distro") or None,
-            start_ns=reader.start_time if reader.message_count else 0,
-            end_ns=reader.end_time if reader.message_count else 0,
+            start_ns=start,
+            end_ns=end,
             count=reader.message_count,
             topics=tuple(topics),
             custom_data={str(k): str(v) for k, v in custom.items()},
+            zero_stamped=zero,
         )
 
     def messages(

@@ -45,6 +45,9 @@ class RecordedItem:
 class RecordStats:
     counts: dict[str, int] = field(default_factory=dict)
     dropped: int = 0
+    before_clock: int = 0
+    """Messages that arrived under use_sim_time before the first /clock: not recorded, since
+    their time would be 0 (a bag starting at the epoch and lasting 1.7e9 s)."""
     errors: list[str] = field(default_factory=list)
     path: Path | None = None
 
@@ -94,6 +97,7 @@ class BagRecorder:
             self.node.destroy_node()
             raise BagError(f"record: bad topic name: {exc}") from exc
         self._all = all_topics
+        self._wait_for_clock = use_sim_time
         self._keep = keep or out is None
         self._lock = threading.Lock()
         self._closed = False
@@ -173,9 +177,13 @@ class BagRecorder:
         clock = self.node.get_clock()
 
         def on_bytes(data: bytes) -> None:
-            item = RecordedItem(topic, msgtype, clock.now().nanoseconds, bytes(data))
+            now_ns = clock.now().nanoseconds
+            item = RecordedItem(topic, msgtype, now_ns, bytes(data))
             with self._lock:
                 if self._closed:
+                    return
+                if self._wait_for_clock and now_ns == 0:
+                    self.stats.before_clock += 1
                     return
                 self.stats.counts[topic] = self.stats.counts.get(topic, 0) + 1
                 if self._keep:

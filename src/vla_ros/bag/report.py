@@ -71,6 +71,7 @@ class RunReport:
         return {
             "bag": str(self.info.path),
             "duration_s": self.info.duration_s,
+            "zero_stamped": self.info.zero_stamped,
             "action_space": self.action_space,
             "topics": {t.name: {"type": t.msgtype, "count": t.count} for t in self.info.topics},
             "commands": len(self.commands.t),
@@ -151,7 +152,9 @@ def render_table(report: RunReport) -> Any:
     from rich.table import Table
 
     duration = max(report.info.duration_s, 1e-9)
-    topics = Table(title=f"{report.info.path} ({report.info.duration_s:.2f} s)")
+    topics = Table(
+        title=f"{report.info.path} ({report.info.duration_s:.2f} s{report.info.time_note})"
+    )
     for column in ("topic", "type", "count", "rate Hz"):
         topics.add_column(column, justify="right" if column in ("count", "rate Hz") else "left")
     for topic in report.info.topics:
