@@ -301,6 +301,30 @@ def test_an_instruction_from_before_the_start_is_held_until_resume_or_a_new_one(
     assert core.instruction == "stop here"
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_characters="\0", blacklist_categories=["Cs"])))
+def test_cdr_string_reads_what_rclpy_serializes(text):
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import String
+
+    from vla_ros.core.instruction import cdr_string
+
+    assert cdr_string(serialize_message(String(data=text))) == text
+
+
+def test_cdr_string_keeps_nuls_and_refuses_garbage():
+    from vla_ros.core.instruction import cdr_string, instruction_problem
+
+    text = cdr_string(b"\x00\x01\x00\x00" + (9).to_bytes(4, "little") + b"go\0 left\0")
+    assert text == "go\0 left"
+    assert instruction_problem(text) == "contains a NUL at position 2"
+    big_endian = b"\x00\x00\x00\x00" + (3).to_bytes(4, "big") + b"go\0"
+    assert cdr_string(big_endian) == "go"
+    for garbage in (b"", b"\x07garbage", b"\x00\x01\x00\x00" + (50).to_bytes(4, "little") + b"x"):
+        with pytest.raises(ValueError):
+            cdr_string(garbage)
+
+
 def test_instruction_dedupe_pairs_copies_from_the_two_subscriptions():
     from vla_ros.core.instruction import ReceiptDeduper
 

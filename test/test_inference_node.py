@@ -571,15 +571,26 @@ def test_a_chunk_for_a_superseded_instruction_is_never_played(make_rig):
     assert [call.instruction for call in policy.log] == ["go forward", "stop"]
 
 
+def cdr_string_bytes(text: bytes) -> bytes:
+    """A serialized std_msgs/String as rclcpp (or any client library) may send it: with NULs,
+    which an rclpy publisher cannot send (it cuts the string at the first one)."""
+    body = text + b"\0"
+    return b"\x00\x01\x00\x00" + len(body).to_bytes(4, "little") + body
+
+
 def test_refused_instructions_are_counted_and_never_reach_the_policy(make_rig):
-    """Control characters over DDS. (A NUL never leaves an rclpy publisher: it truncates the
-    string there, so `vla-ros instruct` refuses it before publishing; the core test covers the
-    node's refusal of one that other client libraries can send.)"""
+    """Control characters and a NUL over DDS: refused, not cut at the NUL and followed."""
     rig = make_rig()
     probe = rig.probe
     probe.instruct("go\x1b[2J left")
     diag = rig.diagnostic(lambda d: d["instructions_refused"] == "1")
     assert diag["instruction"] == ""
+    probe._instruction_pub.publish(cdr_string_bytes(b"go\0 left"))
+    diag = rig.diagnostic(lambda d: d["instructions_refused"] == "2")
+    assert diag["instruction"] == ""
+    assert diag["refusal_reason"] == "contains a NUL at position 2"
+    probe._instruction_pub.publish(b"\x07garbage")
+    assert all(is_zero(command) for command in rig.wait_commands(3))
     probe.instruct("go left")
     rig.wait_events(1)
     assert [call.instruction for call in rig.policy.log] == ["go left"]

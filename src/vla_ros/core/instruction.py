@@ -10,6 +10,7 @@ that only one subscription saw.
 
 from __future__ import annotations
 
+import struct
 import unicodedata
 from collections import deque
 from collections.abc import Callable
@@ -31,6 +32,22 @@ def instruction_problem(text: str, max_chars: int = MAX_INSTRUCTION_CHARS) -> st
     if len(stripped) > max_chars:
         return f"is {len(stripped)} characters long; at most {max_chars} are accepted"
     return None
+
+
+def cdr_string(data: bytes) -> str:
+    """The text of a serialized std_msgs/String (plain CDR), NULs included.
+
+    rclpy turns the string into Python text at its first NUL, so `'go\\x00 left'` arrived as
+    `'go'` and was followed; read from the raw bytes, the NUL reaches `instruction_problem`.
+    Raises ValueError for bytes that are not a CDR string (an unknown encapsulation included).
+    """
+    if len(data) < 8 or data[0] != 0 or data[1] not in (0, 1):
+        raise ValueError("not a plain-CDR std_msgs/String")
+    (length,) = struct.unpack_from("<I" if data[1] == 1 else ">I", data, 4)
+    body = data[8 : 8 + length]
+    if length == 0 or len(body) != length or body[-1] != 0:
+        raise ValueError(f"truncated std_msgs/String ({len(data)} bytes, length {length})")
+    return body[:-1].decode("utf-8")
 
 
 def published_before(source_timestamp_ns: int, listening_since_ns: int, latched: bool) -> bool:

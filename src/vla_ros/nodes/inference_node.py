@@ -30,6 +30,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped, Vector3Stamped
 from nav_msgs.msg import Path
 from rclpy.qos import DurabilityPolicy
+from rclpy.serialization import deserialize_message
 from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import Image
 from std_msgs.msg import (
@@ -46,7 +47,7 @@ from std_srvs.srv import Trigger
 from vla_ros import action_space as action_spaces
 from vla_ros.core.image import ImageFormatError, image_msg_to_rgb
 from vla_ros.core.inference import CoreConfig, InferenceCore, Outcome, Receipt
-from vla_ros.core.instruction import ReceiptDeduper, published_before
+from vla_ros.core.instruction import ReceiptDeduper, cdr_string, published_before
 from vla_ros.core.path import planar_path, spatial_path
 from vla_ros.core.trigger import TriggerConfig
 from vla_ros.nodes.common import (
@@ -218,6 +219,19 @@ def _load_policy(model_dir: str, device: str, dtype: str, backend: str = "torch"
         ) from exc
 
 
+def _instruction_text(data: bytes) -> str | None:
+    """The instruction in a serialized String; rclpy's reading (cut at a NUL) only for an
+    encapsulation `cdr_string` does not know; None for bytes that are no String at all."""
+    try:
+        return cdr_string(data)
+    except ValueError:
+        pass
+    try:
+        return str(deserialize_message(data, String).data)
+    except Exception:  # rclpy raises several types for undecodable bytes
+        return None
+
+
 def _shown(text: str) -> str:
     """An instruction for a log line: short, control characters escaped."""
     return text[:60].encode("unicode_escape").decode()
@@ -314,6 +328,7 @@ class InferenceNode(ManagedNode):
                     functools.partial(self._on_instruction, source),
                     qos,
                     event_callbacks=latched_twin_events() if source == 0 else None,
+                    raw=True,  # the text is read from the bytes: rclpy would cut it at a NUL
                 )
                 for source, qos in enumerate((LATCHED_QOS, COMMAND_QOS))
             ),
@@ -370,21 +385,28 @@ class InferenceNode(ManagedNode):
             msg.vector.x, _stamp_ns(msg.header), msg.header.frame_id, msg.vector.y
         )
 
-    def _on_instruction(self, source: int, msg: String, info: MessageInfo) -> None:
+    def _on_instruction(self, source: int, data: bytes, info: MessageInfo) -> None:
         assert self._core is not None
         if source == 1 and self._latched_publishers_only():
             return  # the transient-local subscription has this very message
+        text = _instruction_text(data)
+        if text is None:
+            self.get_logger().error(
+                f"instruction refused: {len(data)} bytes that are no std_msgs/String",
+                throttle_duration_sec=5.0,
+            )
+            return
         if published_before(info["source_timestamp"], self._listening_since_ns, source == 0):
-            self._core.hold_instruction(msg.data)
-            if msg.data.strip():
+            self._core.hold_instruction(text)
+            if text.strip():
                 self.get_logger().warning(
-                    f"instruction '{_shown(msg.data)}' was published before this node started "
+                    f"instruction '{_shown(text)}' was published before this node started "
                     "(a restart?): not followed until `vla-ros resume` or a new instruction"
                 )
             return
-        if self._dedupe.is_duplicate(source, msg.data):
+        if self._dedupe.is_duplicate(source, text):
             return
-        self._follow(self._core.set_instruction(msg.data), msg.data)
+        self._follow(self._core.set_instruction(text), text)
 
     def _follow(self, receipt: Receipt, text: str) -> None:
         if receipt.refused is not None:
