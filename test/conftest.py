@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import faulthandler
+import gc
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -26,6 +28,25 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile("vla_ros")
+
+# A deadlock inside native code (Fast DDS, rcl) holds the GIL, so pytest-timeout's alarm never
+# runs and the whole CI job would stall. faulthandler's C watchdog needs no GIL: it prints every
+# thread's stack and ends the run well before CI's own limit.
+NATIVE_HANG_S = 480
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Each test's rclpy graph (nodes, clocks, the context and its DDS participant) sits in
+    reference cycles; collect it here, at the end of the test that built it, rather than inside
+    whatever later test happens to trigger the collector (ros2/rclpy#456: Fast DDS is sensitive
+    to entities finalized at arbitrary moments)."""
+    faulthandler.dump_traceback_later(NATIVE_HANG_S, exit=True)
+    try:
+        yield
+        gc.collect()
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture
