@@ -20,6 +20,7 @@ from launch_ros.substitutions import FindPackageShare
 
 from vla_ros import action_space as action_spaces
 from vla_ros.nodes.lifecycle import launch_actions
+from vla_ros.security import DEFAULT_ENCLAVE_ROOT, enclave_path
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -38,6 +39,12 @@ def _nodes(context, *args, **kwargs):  # noqa: ANN001
     compressed = LaunchConfiguration("compressed").perform(context).lower() == "true"
     camera_topic = LaunchConfiguration("camera_topic").perform(context)
     model_dir = LaunchConfiguration("model_dir").perform(context)
+    enclave_root = LaunchConfiguration("enclave_root").perform(context)
+
+    def enclave(name: str) -> list[str]:
+        # Used only where ROS_SECURITY_ENABLE=true (docs/security.md); ignored otherwise.
+        return ["--enclave", enclave_path(enclave_root, namespace, name)]
+
     common = {"use_sim_time": use_sim_time, "autostart": False}
     model = {"action_space": space.name, "model_dir": model_dir}
     for name in ("device", "dtype", "backend"):
@@ -52,6 +59,7 @@ def _nodes(context, *args, **kwargs):  # noqa: ANN001
             executable="camera_node",
             name="vla_camera",
             namespace=namespace,
+            ros_arguments=enclave("vla_camera"),
             parameters=[
                 params_file,
                 {
@@ -68,6 +76,7 @@ def _nodes(context, *args, **kwargs):  # noqa: ANN001
             executable="inference_node",
             name="vla_inference",
             namespace=namespace,
+            ros_arguments=enclave("vla_inference"),
             parameters=[params_file, {**common, **model}],
             output="screen",
         ),
@@ -76,6 +85,7 @@ def _nodes(context, *args, **kwargs):  # noqa: ANN001
             executable="safety_node",
             name="vla_safety",
             namespace=namespace,
+            ros_arguments=enclave("vla_safety"),
             parameters=[params_file, {**common, "mode": space.name}],
             output="screen",
             respawn=True,
@@ -135,6 +145,12 @@ def generate_launch_description() -> LaunchDescription:
                 choices=["", "torch", "onnxruntime", "tensorrt"],
                 description="trunk backend (onnxruntime/tensorrt need `vla-ros export`); "
                 "empty = the parameter file",
+            ),
+            DeclareLaunchArgument(
+                "enclave_root",
+                default_value=DEFAULT_ENCLAVE_ROOT,
+                description="SROS2 enclave prefix: each node runs in <root>/<namespace>/<name> "
+                "(used only with ROS_SECURITY_ENABLE=true, docs/security.md)",
             ),
             DeclareLaunchArgument(
                 "params_file",

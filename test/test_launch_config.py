@@ -51,6 +51,7 @@ def test_vla_launch_declares_the_documented_arguments():
         "dtype",
         "backend",
         "params_file",
+        "enclave_root",
     }
 
 

@@ -253,8 +253,22 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bringup", help="start camera, inference and safety nodes in one process (no ros2 launch)"
     )
-    action_spaces.add_mode_argument(parser)
     parser.add_argument("--model-dir", required=True, help="vla_ros model directory")
+    add_stack_arguments(parser)
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--backend",
+        default=None,
+        choices=BACKENDS,
+        help="trunk backend; onnxruntime/tensorrt need `vla-ros export` (default: parameter file)",
+    )
+    parser.set_defaults(handler=_handle)
+
+
+def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that decide which topics and services the nodes use, as every command that
+    starts (or describes) the stack spells them."""
+    action_spaces.add_mode_argument(parser)
     parser.add_argument(
         "--params",
         default=None,
@@ -274,14 +288,38 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--use-sim-time", action="store_true", help="follow /clock (a bag replayed with --clock)"
     )
-    add_model_arguments(parser)
-    parser.add_argument(
-        "--backend",
-        default=None,
-        choices=BACKENDS,
-        help="trunk backend; onnxruntime/tensorrt need `vla-ros export` (default: parameter file)",
+
+
+def options_from_args(args: argparse.Namespace, model_dir: str) -> StackOptions:
+    """StackOptions from `add_stack_arguments` (and `add_model_arguments` where present); a
+    namespace rclpy would refuse is a usage error here, not a traceback from the first node."""
+    check_ros_path("--namespace", args.namespace)
+    return StackOptions(
+        mode=args.mode,
+        model_dir=model_dir,
+        params_file=args.params,
+        camera_topic=args.camera_topic,
+        compressed=args.compressed,
+        namespace=args.namespace,
+        use_sim_time=args.use_sim_time,
+        device=getattr(args, "device", ""),
+        dtype=getattr(args, "dtype", None) or "",
+        backend=getattr(args, "backend", None) or "",
     )
-    parser.set_defaults(handler=_handle)
+
+
+def check_ros_path(option: str, value: str) -> None:
+    """A namespace-like path (namespace, enclave root): '' and '/' mean the root."""
+    from rclpy.exceptions import InvalidNamespaceException
+    from rclpy.validate_namespace import validate_namespace
+
+    if value in ("", "/"):
+        return
+    try:
+        validate_namespace(value if value.startswith("/") else f"/{value}")
+    except InvalidNamespaceException as exc:
+        detail = str(exc).splitlines()[0]
+        raise ValueError(f"{option} {value!r} is not a valid ROS name: {detail}") from None
 
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -303,17 +341,4 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def _handle(args: argparse.Namespace) -> int:
     if not Path(args.model_dir).is_dir():
         raise FileNotFoundError(f"model directory {args.model_dir} does not exist")
-    return run_bringup(
-        StackOptions(
-            mode=args.mode,
-            model_dir=args.model_dir,
-            params_file=args.params,
-            camera_topic=args.camera_topic,
-            compressed=args.compressed,
-            namespace=args.namespace,
-            use_sim_time=args.use_sim_time,
-            device=args.device,
-            dtype=args.dtype or "",
-            backend=args.backend or "",
-        )
-    )
+    return run_bringup(options_from_args(args, args.model_dir))

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "vla_ros.demo",
     "vla_ros.sim.cli",
     "vla_ros.commands",
+    "vla_ros.security",
 )
 
 
