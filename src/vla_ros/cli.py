@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "vla_ros.sim.cli",
     "vla_ros.commands",
     "vla_ros.security",
+    "vla_ros.bench",
 )
 
 

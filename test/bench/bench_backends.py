@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from vla_ros import bench
 
 INSTRUCTIONS = ("go to the red box", "빨간 상자를 피해서 왼쪽으로 가")
 
@@ -102,7 +103,12 @@ def bench_model(name: str, model_dir: Path, frames: int, bag: Path) -> dict:
         policy = VLAPolicy.from_pretrained(model_dir, backend=backend, onnx_dir=onnx_dir)
         run_policy(policy, warm)
         result = run_policy(policy, measured)
-        row = {"trunk_ms": statistics.median(result.trunk_ms)}
+        trunk = bench.spread(result.trunk_ms)
+        row = {
+            "trunk_ms": trunk["median"],
+            "trunk_p10_ms": trunk["p10"],
+            "trunk_p90_ms": trunk["p90"],
+        }
         row.update(memory_mb(model_dir, backend, onnx_dir))
         if reference is None:
             reference = result
@@ -137,6 +143,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=0, help="frames per backend (0: 20 / 5)")
     parser.add_argument("--skip-mid", action="store_true", help="tiny model only")
     args = parser.parse_args()
+    started = bench.conditions()
 
     from vla_ros.bag.synth import SynthConfig, synthesize
     from vla_ros.policy.tiny import make_tiny_model
@@ -154,10 +161,7 @@ def main() -> int:
                 root / "mid", vision_layers=2, text_layers=1, action_space="arm7"
             )
             results["mid"] = bench_model("mid-size (3B widths)", wide, args.frames or 5, bag)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "bench_backends.json"
-    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {path}")
+    bench.write_report(args.out / "bench_backends.json", results, started)
     return 0
 
 

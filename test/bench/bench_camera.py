@@ -11,7 +11,6 @@ and ratios; writes camera.json to --out.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
+from vla_ros import bench
 from vla_ros.core.image import (
     compressed_msg_to_frame,
     compressed_to_rgb,
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="OpenCV threads (shared machine)")
     parser.add_argument("--jpeg-quality", type=int, default=90)
     args = parser.parse_args(argv)
+    started = bench.conditions()
     cv2.setNumThreads(args.threads)
 
     rgb = camera_scene()
@@ -139,9 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.machine(),
         "results": results,
     }
-    path = args.out / "camera.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {path}")
+    bench.write_report(args.out / "camera.json", report, started)
     return 0
 
 

@@ -40,6 +40,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
+from vla_ros import bench
 from vla_ros.core.scene import SceneChangeDetector
 from vla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, LATEST_ONLY_QOS
 from vla_ros.nodes.inference_node import InferenceNode
@@ -194,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
     parser.add_argument("--cost-ms", type=float, default=20.0, help="StubPolicy model cost")
     args = parser.parse_args(argv)
+    started = bench.conditions()
     cost_s = args.cost_ms / 1e3
 
     over = overhead(args.seconds, cost_s)
@@ -234,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "calls_vs_frames": calls,
     }
     path = args.out / "inference.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
+    bench.write_report(path, result, started)
     return 0
 
 

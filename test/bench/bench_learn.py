@@ -10,7 +10,6 @@ number of steps (batch 8, one thread). Prints medians over repeats; writes learn
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from learn_support import write_toy_bag
+from vla_ros import bench
 from vla_ros.learn.build import build_dataset
 from vla_ros.learn.spec import DatasetSpec
 from vla_ros.learn.train import TrainConfig, train
@@ -32,6 +32,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
+    started = bench.conditions()
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -68,7 +69,7 @@ def main() -> int:
             results[f"train_{recipe}_samples_per_s"] = statistics.median(rates)
             print(f"train --recipe {recipe}: {statistics.median(rates):.1f} samples/s (batch 8)")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "learn.json").write_text(json.dumps(results, indent=2) + "\n")
+    bench.write_report(args.out / "learn.json", results, started)
     return 0
 
 

@@ -9,7 +9,6 @@ Prints medians and ratios measured in this run and writes bench_policy.json to -
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from vla_ros import bench
 
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
@@ -102,6 +103,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    started = bench.conditions()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -144,8 +146,7 @@ def main() -> int:
         + ", ".join(f"{k} {v:.3f}" for k, v in flops.items())
     )
     path = args.out / "bench_policy.json"
-    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {path}")
+    bench.write_report(path, report, started)
     return 0
 
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vla_ros import bench
+
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 200)))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
@@ -156,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--receive", nargs=3, metavar=("TOPIC", "TYPE", "FILE"), help="internal")
     parser.add_argument("--reliable", action="store_true", help="internal")
     args = parser.parse_args(argv)
+    started = bench.conditions()
     if args.receive:
         topic, msgtype, out = args.receive
         return receive(topic, msgtype, Path(out), args.reliable, idle_s=1.5)
@@ -212,8 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": results,
     }
     path = args.out / "replay.json"
-    path.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    print(f"wrote {path}")
+    bench.write_report(path, report, started)
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import random
@@ -33,6 +32,7 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 200)
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 
+from vla_ros import bench
 from vla_ros.safety.config import SafetyConfig
 from vla_ros.safety.invariants import TraceSample, check_trace
 from vla_ros.safety.validator import SafetyValidator
@@ -255,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inputs", type=int, default=200, help="commands per DDS run")
     parser.add_argument("--hop-publisher", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    started = bench.conditions()
     if args.hop_publisher:
         return hop_publisher(args.hop_publisher)
     if args.out is None:
@@ -303,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"logic_us": logic, "dds": runs, "added_p99_target_met": met, "e2e_ratio": ratio}
-    (args.out / "safety.json").write_text(json.dumps(result, indent=2))
+    bench.write_report(args.out / "safety.json", result, started)
     return 0
 
 

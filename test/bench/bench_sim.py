@@ -13,7 +13,6 @@ Prints medians and ratios; writes sim.json to --out.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -24,6 +23,7 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from vla_ros import bench
 from vla_ros.sim.expert import MobileExpert
 from vla_ros.sim.scenario import resolve_scenarios
 from vla_ros.sim.world import MobileWorld, Renderer
@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="expert episodes per measurement")
     parser.add_argument("--eval-episodes", type=int, default=2, help="0 skips the ROS run")
     args = parser.parse_args(argv)
+    started = bench.conditions()
 
     world = MobileWorld(resolve_scenarios("2box_vert_left")[0])
     with Renderer(world) as renderer:
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             f"achieved rtf {ros['achieved_real_time_factor']:.2f}"
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sim.json").write_text(json.dumps(report, indent=2) + "\n")
+    bench.write_report(args.out / "sim.json", report, started)
     return 0
 
 

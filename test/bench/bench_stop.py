@@ -13,7 +13,6 @@ signal, wait for the process to exit, drain the subscription, look at the last m
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import signal
@@ -23,6 +22,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from vla_ros import bench
 
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 200)))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--src", help="PYTHONPATH of another source tree to test")
     parser.add_argument("--out", type=Path, help="directory for stop.json")
     args = parser.parse_args(argv)
+    started = bench.conditions()
     trials: list[Trial] = []
     for target in args.targets:
         for sig in SIGNALS:
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         payload = {"summary": summary, "trials": [asdict(t) for t in trials]}
-        (args.out / "stop.json").write_text(json.dumps(payload, indent=2))
+        bench.write_report(args.out / "stop.json", payload, started)
     return 0 if all(t.last_zero for t in trials) else 1
 
 
