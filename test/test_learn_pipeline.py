@@ -45,8 +45,8 @@ def test_report_rows_come_from_the_sim_summaries(tmp_path):
     assert "0.5000 -> 0.1000" in text
 
 
-def test_stages_use_held_out_seeds_and_the_raw_command(tmp_path, monkeypatch):
-    calls = []
+def _fake_stages(tmp_path, calls, cut=()):
+    """Each stage's outputs, without running it; stages in `cut` stop on the clock."""
 
     def fake_run(name, argv, timings, log):
         calls.append((name, argv))
@@ -72,8 +72,21 @@ def test_stages_use_held_out_seeds_and_the_raw_command(tmp_path, monkeypatch):
             out = tmp_path / name
             out.mkdir(parents=True, exist_ok=True)
             (out / "summary.json").write_text(json.dumps(_summary(1.0)))
+        if name.startswith("train"):
+            out = Path(argv[argv.index("--out") + 1]) / "training"
+            out.mkdir(parents=True, exist_ok=True)
+            summary = {"steps": 5, "planned_steps": 10, "stopped_by": "epochs", "seconds": 1.0}
+            summary.update(samples_per_s=1.0, initial_val_loss=1.0, val_loss=0.5, val_nrmse=0.1)
+            if name in cut:
+                summary["stopped_by"] = "max_minutes"
+            (out / "summary.json").write_text(json.dumps(summary))
 
-    monkeypatch.setattr(pipeline, "_run", fake_run)
+    return fake_run
+
+
+def test_stages_use_held_out_seeds_and_the_raw_command(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(pipeline, "_run", _fake_stages(tmp_path, calls))
     args = build_parser().parse_args(["train-demo", "--out", str(tmp_path), "--eval-episodes", "2"])
     assert args.handler(args) == 0
     names = [name for name, _ in calls]
@@ -121,3 +134,34 @@ def test_stages_use_held_out_seeds_and_the_raw_command(tmp_path, monkeypatch):
     assert value("train-step-history", "--history") == "step"
     assert (tmp_path / "report.md").is_file()
     assert (tmp_path / "report.json").is_file()
+
+
+def test_budgets_are_epochs_and_the_clock_is_only_a_guard_that_is_reported(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(pipeline, "_run", _fake_stages(tmp_path / "a", calls))
+    args = build_parser().parse_args(["train-demo", "--out", str(tmp_path / "a")])
+    assert args.handler(args) == 0
+    trains = {name: argv for name, argv in calls if name.startswith("train")}
+    assert trains, "no training stage ran"
+    for name, argv in trains.items():
+        assert "--max-minutes" not in argv, f"{name} stops on the clock by default"
+        assert argv[argv.index("--seed") + 1] == "0"
+        assert "--epochs" in argv
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["cut_by_max_minutes"] == []
+
+    calls.clear()
+    out = tmp_path / "b"
+    monkeypatch.setattr(pipeline, "_run", _fake_stages(out, calls, cut=("train-trunk",)))
+    argv = ["train-demo", "--out", str(out), "--max-minutes", "7", "--seed", "2"]
+    args = build_parser().parse_args(argv)
+    assert args.handler(args) == pipeline.CUT_EXIT
+    for name, stage in calls:
+        if name.startswith("train"):
+            assert stage[stage.index("--max-minutes") + 1] == "7.0"
+            assert stage[stage.index("--seed") + 1] == "2"
+    init = dict(calls)["init"]
+    assert init[init.index("--seed") + 1] == "2"
+    report = json.loads((out / "report.json").read_text())
+    assert report["cut_by_max_minutes"] == ["model-trunk"]
+    assert "Cut by --max-minutes: model-trunk" in (out / "report.md").read_text()

@@ -115,6 +115,8 @@ def test_a_time_budget_ends_the_cosine_at_zero_when_time_runs_out(
     )
     assert summary["step_budget"] is not None
     assert summary["steps"] == summary["step_budget"]
+    assert summary["stopped_by"] == "max_minutes"
+    assert summary["steps"] < summary["planned_steps"]
     assert 10 < summary["step_budget"] < 60
     assert summary["final_lr"] == pytest.approx(0.0, abs=1e-3 * cfg.lr)
     with pytest.raises(ValueError, match="max_minutes"):
@@ -282,3 +284,33 @@ def test_keep_best_saves_the_lowest_validation_loss(dataset, learnable, tmp_path
     assert result.val_loss == pytest.approx(min(losses), rel=1e-3)
     summary = json.loads((out / "training" / "summary.json").read_text())
     assert 0 < summary["best_step"] <= result.steps
+
+
+def _weights_checksum(model_dir):
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in ("model.safetensors", "policy_head.safetensors"):
+        digest.update((model_dir / name).read_bytes())
+    return digest.hexdigest()
+
+
+def test_same_seed_and_data_give_the_same_weights_and_the_summary_says_what_stopped_it(
+    dataset, learnable, tmp_path
+):
+    """A work budget (epochs) on CPU: two runs give bit-identical weights; another seed does not.
+    What ended each run is recorded, so a run cut by the clock cannot pass for a full one."""
+    runs = {}
+    for name, seed in (("first", 0), ("again", 0), ("other", 1)):
+        out = tmp_path / name
+        train(_config(dataset, learnable, out, max_steps=None, epochs=2, seed=seed))
+        summary = json.loads((out / "training" / "summary.json").read_text())
+        runs[name] = (_weights_checksum(out), summary)
+    assert runs["first"][0] == runs["again"][0]
+    assert runs["first"][0] != runs["other"][0]
+    summary = runs["first"][1]
+    assert summary["stopped_by"] == "epochs"
+    assert summary["steps"] == summary["planned_steps"]
+    capped = tmp_path / "capped"
+    train(_config(dataset, learnable, capped, max_steps=3))
+    assert json.loads((capped / "training/summary.json").read_text())["stopped_by"] == "max_steps"

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+CUT_EXIT = 3
+"""Exit status of a train-demo whose --max-minutes guard cut a training stage."""
 TRAIN_SEED_START = 1000
 """Demonstrations use seeds from here on; evaluation seeds start at 0, so they never overlap."""
 DATASET_TOPICS = {
@@ -69,14 +71,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "the untrained init trunk",
     )
     parser.add_argument("--probe-epochs", type=int, default=2, help="train-probe `--epochs`")
-    parser.add_argument("--trunk-epochs", type=int, default=12, help="train-trunk `--epochs`")
+    parser.add_argument("--trunk-epochs", type=int, default=4, help="train-trunk `--epochs`")
     parser.add_argument("--trunk-lr", type=float, default=5e-4, help="train-trunk `--lr`")
+    parser.add_argument("--epochs", type=int, default=15, help="head stages: `train --epochs`")
     parser.add_argument(
-        "--trunk-minutes", type=float, default=30.0, help="train-trunk `--max-minutes`"
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="upper guard per training stage (`train --max-minutes`); the budgets are the epochs, "
+        "so the same seed gives the same weights on any machine. A stage the guard cuts is "
+        "named in report.md and report.json, and train-demo exits 3",
     )
-    parser.add_argument("--epochs", type=int, default=30, help="head stages: `train --epochs`")
     parser.add_argument(
-        "--train-minutes", type=float, default=10.0, help="head stages: `--max-minutes`, each"
+        "--seed", type=int, default=0, help="seed of the init model and every training stage"
     )
     parser.add_argument("--lr", type=float, default=1e-3, help="head stages: `train --lr`")
     parser.add_argument("--batch-size", type=int, default=32, help="`train --batch-size`")
@@ -159,7 +166,16 @@ def _handle(args: argparse.Namespace) -> int:
 
     stage(
         "init",
-        ["make-tiny-model", str(init), "--preset", "learnable", "--mode", robot],
+        [
+            "make-tiny-model",
+            str(init),
+            "--preset",
+            "learnable",
+            "--mode",
+            robot,
+            "--seed",
+            str(args.seed),
+        ],
         init / "policy.yaml",
     )
     stage(
@@ -180,9 +196,10 @@ def _handle(args: argparse.Namespace) -> int:
         ],
         dataset / "meta.json",
     )  # fmt: skip
+    guard = ["--max-minutes", str(args.max_minutes)] if args.max_minutes else []
     common = [
         "train", "--dataset", str(dataset), "--batch-size", str(args.batch_size),
-        "--no-progress", "--overwrite", "--keep-best",
+        "--no-progress", "--overwrite", "--keep-best", "--seed", str(args.seed), *guard,
     ]  # fmt: skip
     head_init = init
     if args.trunk_recipe != "none":
@@ -200,7 +217,7 @@ def _handle(args: argparse.Namespace) -> int:
             [
                 *common, "--init", str(probe), "--out", str(trunk), "--recipe",
                 args.trunk_recipe, *single_frames, "--epochs", str(args.trunk_epochs),
-                "--max-minutes", str(args.trunk_minutes), "--lr", str(args.trunk_lr),
+                "--lr", str(args.trunk_lr),
                 "--warmup-steps", "100", "--lr-schedule", "cosine",
             ],
             trunk / "policy.yaml",
@@ -209,8 +226,7 @@ def _handle(args: argparse.Namespace) -> int:
     window = _window(init)
     head = [
         *common, "--init", str(head_init), "--recipe", "head", "--window", str(window),
-        "--epochs", str(args.epochs), "--max-minutes", str(args.train_minutes), "--lr",
-        str(args.lr), "--lr-schedule", "cosine",
+        "--epochs", str(args.epochs), "--lr", str(args.lr), "--lr-schedule", "cosine",
     ]  # fmt: skip
     stage("train", [*head, "--out", str(model), "--history", "event"], model / "policy.yaml")
     if not args.no_ablation:
@@ -244,10 +260,24 @@ def _handle(args: argparse.Namespace) -> int:
         )  # fmt: skip
     rows = [_row(name, out / name / "summary.json") for name, *_ in evals]
     trained = _training(probe, trunk, model, step_model)
-    report = {"timings_s": timings, "results": rows, "training": trained}
+    cut = [name for name, t in trained.items() if t.get("stopped_by") == "max_minutes"]
+    report = {
+        "timings_s": timings,
+        "results": rows,
+        "training": trained,
+        "seed": args.seed,
+        "cut_by_max_minutes": cut,
+    }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (out / "report.md").write_text(_markdown(report), encoding="utf-8")
     print(_markdown(report))
+    if cut:
+        print(
+            f"train-demo: --max-minutes cut {', '.join(cut)} before its epochs: these weights "
+            "depend on this machine's speed",
+            file=sys.stderr,
+        )
+        return CUT_EXIT
     return 0
 
 
@@ -264,8 +294,9 @@ def _training(*models: Path) -> dict[str, Any]:
         path = model / "training" / "summary.json"
         if path.is_file():
             summary = json.loads(path.read_text(encoding="utf-8"))
-            keys = ("steps", "seconds", "samples_per_s", "initial_val_loss", "val_loss")
-            result[model.name] = {key: summary.get(key) for key in (*keys, "val_nrmse")}
+            keys = ("steps", "planned_steps", "stopped_by", "seconds", "samples_per_s")
+            keys += ("initial_val_loss", "val_loss", "val_nrmse")
+            result[model.name] = {key: summary.get(key) for key in keys}
     return result
 
 
@@ -285,11 +316,23 @@ def _markdown(report: dict[str, Any]) -> str:
         )
     lines += ["", "| stage | wall s |", "|---|---|"]
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in report["timings_s"].items()]
-    lines += ["", "| model | steps | train s | samples/s | val loss (start -> end) | NRMSE |"]
-    lines.append("|---|---|---|---|---|---|")
+    lines += [
+        "",
+        "| model | steps (planned) | stopped by | train s | samples/s "
+        "| val loss (start -> end) | NRMSE |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, t in report["training"].items():
         lines.append(
-            f"| {name} | {t['steps']} | {t['seconds']} | {t['samples_per_s']} | "
+            f"| {name} | {t['steps']} ({t.get('planned_steps')}) | {t.get('stopped_by')} "
+            f"| {t['seconds']} | {t['samples_per_s']} | "
             f"{t['initial_val_loss']:.4f} -> {t['val_loss']:.4f} | {t['val_nrmse']:.4f} |"
         )
+    if report.get("cut_by_max_minutes"):
+        lines += [
+            "",
+            f"**Cut by --max-minutes: {', '.join(report['cut_by_max_minutes'])}.** These stages "
+            "stopped on the clock before their epochs, so the weights depend on this machine's "
+            "speed; rerun without the guard (or with a larger one) for a reproducible result.",
+        ]
     return "\n".join(lines) + "\n"

@@ -518,6 +518,7 @@ class _Trainer:
                 raise FileNotFoundError(f"--resume: no checkpoint under {ckpt_root}")
             acc.load_state(str(latest))
             state.update(json.loads((latest / "trainer_state.json").read_text()))
+            state.pop("stopped_by", None)  # what ended the earlier run does not end this one
             if self.is_main:
                 print(f"resumed from {latest} (step {state['step']}, epoch {state['epoch']})")
         if "step_budget" in state:
@@ -585,11 +586,14 @@ class _Trainer:
                     progress.set_total(horizon[0])
                 if state["step"] % cfg.checkpoint_every == 0:
                     self._checkpoint(state, ckpt_root)
-                if (
-                    (cfg.max_steps and state["step"] >= cfg.max_steps)
-                    or self._deadline_passed(deadline)
-                    or state["step"] >= state.get("step_budget", math.inf)
+                if cfg.max_steps and state["step"] >= cfg.max_steps:
+                    state["stopped_by"] = "max_steps"
+                elif self._deadline_passed(deadline) or state["step"] >= state.get(
+                    "step_budget", math.inf
                 ):
+                    # The clock, not the work budget, ended it (unless the budget fit it all).
+                    state["stopped_by"] = "max_minutes" if state["step"] < planned else "epochs"
+                if state.get("stopped_by"):
                     stop = True
                     break
             if not stop:
@@ -783,6 +787,8 @@ class _Trainer:
             "samples_per_s": round(samples_per_s, 2),
             "best_step": state.get("best_step"),
             "step_budget": state.get("step_budget"),
+            "planned_steps": self._planned_steps(),
+            "stopped_by": state.get("stopped_by", "epochs"),
             "final_lr": state["final_lr"],
             "initial_val_loss": state["initial_val_loss"],
             "initial_train_loss": state["initial_train_loss"],
