@@ -124,6 +124,25 @@ def test_superseded_instruction_chunk_is_discarded_and_the_plan_cleared():
     assert policy.resets == 2  # before the first step and when "stop" arrived
 
 
+def test_a_chunk_stops_when_the_camera_does_and_plays_again_on_a_fresh_frame():
+    """A 1 s chunk planned on a view the robot no longer gets is not played out blind: zero
+    once the newest frame is older than max_frame_age_s (0.5 s), not at the chunk's end."""
+    core, _policy, clock = make()
+    core.set_instruction("go forward")
+    offer(core, clock, 1)
+    assert core.work_once().status == "ok"
+    start = clock.now
+    moving = []
+    while clock.now < start + 0.9:
+        clock.now += 0.05
+        moving.append((round(clock.now - start, 2), core.command().moving))
+    assert all(m for t, m in moving if t <= CONFIG.max_frame_age_s)
+    assert not any(m for t, m in moving if t > CONFIG.max_frame_age_s + 1e-9)
+    assert core.diagnostics()[2]["commands_zeroed_no_frame"] > 0
+    offer(core, clock, 2)  # the camera is back, while the chunk still has actions left
+    assert core.command().moving
+
+
 def test_reset_during_inference_discards_the_result():
     core, policy, clock = make()
     core.set_instruction("go")

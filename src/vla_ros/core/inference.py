@@ -13,7 +13,9 @@ Rules it keeps (each has a property test in test/test_inference_core.py):
 - A frame enters the policy history at most once: a frame the policy has seen is only used again
   right after the history was cleared; otherwise the inference waits for the next frame.
 - Frames older than `max_frame_age_s` or stamped more than `max_frame_lead_s` ahead of the clock
-  are not used. A scene-change score counts for the frame with the same stamp and frame_id.
+  are not used, and once the newest frame is older than that (the camera stopped) the chunk
+  being played stops: zero until a fresh frame arrives. A scene-change score counts for the
+  frame with the same stamp and frame_id.
 - Every firing ends in exactly one `Outcome` (ok, error or superseded), which the node publishes
   as one inference event, so no event disappears without a trace.
 """
@@ -310,7 +312,7 @@ class InferenceCore:
         with self._lock:
             now_s = self._clock()
             played = None
-            if self._trigger.instruction is not None:
+            if self._trigger.instruction is not None and not self._camera_lost(now_s):
                 played = self._plan.command_at(now_s)
             self._signal()
             if played is not None and played[1] is not None:
@@ -414,6 +416,7 @@ class InferenceCore:
             "policy_errors",
             "superseded",
             "instructions_refused",
+            "commands_zeroed_no_frame",
         ):
             values[name] = counts.get(name, 0)
         values["last_error"] = last_error
@@ -436,6 +439,14 @@ class InferenceCore:
         self._generation += 1
         self._plan.reset()
         self._reset_history = True
+
+    def _camera_lost(self, now_s: float) -> bool:
+        """No usable frame for longer than `max_frame_age_s`: the chunk was planned on a view
+        the robot no longer has, so it stops instead of playing the rest blind."""
+        lost = self._frame is None or now_s - self._frame.stamp_s > self._config.max_frame_age_s
+        if lost and self._plan.remaining(now_s) > 0:
+            self._counts["commands_zeroed_no_frame"] += 1
+        return lost
 
     def _age_problem(self, stamp_s: float, now_s: float) -> str | None:
         if now_s - stamp_s > self._config.max_frame_age_s:
