@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import shutil
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ class DemoSummary:
     events: dict[str, int] = field(default_factory=dict)
     inferences: int = 0
     commands_out: int = 0
+    moving_commands: int = 0
     nonzero_commands_before_instruction: int = 0
     violations: list[str] = field(default_factory=list)
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -50,6 +52,7 @@ class DemoSummary:
             "events": self.events,
             "inferences": self.inferences,
             "commands_out": self.commands_out,
+            "moving_commands": self.moving_commands,
             "nonzero_commands_before_instruction": self.nonzero_commands_before_instruction,
             "violations": self.violations,
             "latency_ms": self.latency_ms,
@@ -161,6 +164,7 @@ def summarise(result: Any, synth: Any, run_bag_path: Path, options: StackOptions
     first_instruction_ns = synth.start_ns + int(synth.instructions[0][0] * 1e9)
     for message in commands:
         moving = any(twist_vector(message.msg))
+        summary.moving_commands += int(moving)
         stamp = message.stamp_ns if message.stamp_ns is not None else message.receive_ns
         if moving and stamp < first_instruction_ns:
             summary.nonzero_commands_before_instruction += 1
@@ -196,7 +200,7 @@ def print_summary(summary: DemoSummary) -> None:
     table.add_row("inferences (VLM calls)", str(summary.inferences))
     if summary.frames_in:
         table.add_row("VLM calls / frame", f"{summary.inferences / summary.frames_in:.3f}")
-    table.add_row("commands out", str(summary.commands_out))
+    table.add_row("commands out (moving)", f"{summary.commands_out} ({summary.moving_commands})")
     table.add_row(
         "motion commands before the first instruction",
         str(summary.nonzero_commands_before_instruction),
@@ -229,10 +233,27 @@ def _handle(args: argparse.Namespace) -> int:
         json.dumps(summary.as_dict(), indent=2, ensure_ascii=False)
     )
     print_summary(summary)
-    healthy = (
-        not summary.violations
-        and summary.inferences > 0
-        and summary.commands_out > 0
-        and summary.nonzero_commands_before_instruction == 0
-    )
-    return 0 if healthy else 1
+    problems = verdict(summary)
+    for problem in problems:
+        print(f"vla-ros demo: FAIL: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def verdict(summary: DemoSummary) -> list[str]:
+    """Why the run does not show the stack working; empty = it does. A run in which no command
+    moved the robot proves nothing, however clean it is."""
+    problems = []
+    if summary.inferences == 0:
+        problems.append("the policy never ran (no inference event)")
+    if summary.commands_out == 0:
+        problems.append("the safety node published no command")
+    elif summary.moving_commands == 0:
+        problems.append(f"none of the {summary.commands_out} commands moved the robot")
+    if summary.nonzero_commands_before_instruction:
+        problems.append(
+            f"{summary.nonzero_commands_before_instruction} motion commands before the first "
+            "instruction"
+        )
+    if summary.violations:
+        problems.append(f"{len(summary.violations)} safety invariant violations")
+    return problems
