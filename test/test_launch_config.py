@@ -135,3 +135,41 @@ def test_launch_actions_configure_then_activate():
     assert "TRANSITION_CONFIGURE" in source
     assert 'goal_state="inactive"' in source
     assert "TRANSITION_ACTIVATE" in source
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize(
+    ("node", "good", "typo"),
+    [
+        ("vla_inference", "control_rate_hz: 20.0", "control_rat_hz: 20.0"),
+        ("vla_camera", "image_size: 224", "image_sise: 224"),
+    ],
+)
+def test_a_misspelled_key_refuses_the_start_naming_the_nearest_one(node, good, typo, tmp_path):
+    """As in vla_safety: a typo would otherwise leave the default silently in force."""
+    import rclpy
+    from rclpy.context import Context
+
+    from vla_ros.nodes.common import ParameterError
+    from vla_ros.policy.stub import StubPolicy
+    from vla_ros.policy.types import PolicySpec
+
+    text = (ROOT / "config" / "mobile.yaml").read_text(encoding="utf-8")
+    assert good in text
+    params = tmp_path / "mobile.yaml"
+    params.write_text(text.replace(good, typo), encoding="utf-8")
+    options = StackOptions(mode="mobile3", model_dir="unused", params_file=str(params))
+    context = Context()
+    rclpy.init(args=ros_args_for(options), context=context)
+    spec = PolicySpec(
+        action_space="mobile3", chunk=10, window=8, action_period_s=0.1, image_size=224
+    )
+    try:
+        with pytest.raises(ParameterError) as refused:
+            build_stack(context, options, policy=StubPolicy(spec))
+        wrong, right = typo.split(":")[0], good.split(":")[0]
+        assert f"{node}: unknown parameter(s) for {node}: {wrong} (did you mean {right}?)" in str(
+            refused.value
+        )
+    finally:
+        rclpy.shutdown(context=context)

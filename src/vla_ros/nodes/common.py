@@ -122,6 +122,36 @@ class ParamSpec:
         return descriptor
 
 
+ROS_SET_PARAMETERS = ("use_sim_time", "autostart", "start_type_description_service")
+"""Overrides that rclpy or ManagedNode read themselves, declared or not."""
+
+
+def unknown_override_problem(node: Node) -> str | None:
+    """Keys of the node's parameter-file section (or `-p` overrides) that it never declared: a
+    misspelling there would silently leave the default in force. Names the nearest real key."""
+    import difflib
+
+    overrides = getattr(node, "_parameter_overrides", None) or {}
+    declared = sorted(node.get_parameters_by_prefix(""))
+    unknown = [
+        key
+        for key in sorted(overrides)
+        if not node.has_parameter(key)
+        and key not in ROS_SET_PARAMETERS
+        and not key.startswith("qos_overrides.")
+    ]
+    if not unknown:
+        return None
+    described = []
+    for key in unknown:
+        near = difflib.get_close_matches(key, declared, n=1)
+        described.append(f"{key} (did you mean {near[0]}?)" if near else key)
+    return (
+        f"unknown parameter(s) for {node.get_name()}: {', '.join(described)}; "
+        "see `ros2 param list` or config/*.yaml"
+    )
+
+
 class NodeParameters:
     """Declares parameters, validates them at start-up and on every `set_parameters`.
 

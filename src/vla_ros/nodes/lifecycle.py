@@ -18,7 +18,7 @@ from typing import Any
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from vla_ros.nodes.common import ParameterError
+from vla_ros.nodes.common import ParameterError, unknown_override_problem
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
@@ -102,6 +102,9 @@ class ManagedNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self.configure_node()
+            unknown = unknown_override_problem(self)
+            if unknown is not None:
+                raise ParameterError(unknown)
         except Exception as exc:  # any failure leaves the node unconfigured, never half-up
             self.failure_reason = str(exc) if isinstance(exc, ParameterError) else repr(exc)
             self.get_logger().error(f"configure failed: {self.failure_reason}")
