@@ -426,3 +426,30 @@ def test_the_lidar_guard_overlay_stops_a_driver_steering_into_a_box(guard, spin_
             node.destroy_node()
         if context.ok():
             rclpy.shutdown(context=context)
+
+
+def test_the_expert_reads_yaw_from_a_quaternion_of_any_norm(ros_context) -> None:
+    """An odometry driver need not normalise its quaternion; a zero one keeps the last pose."""
+    import math
+
+    from nav_msgs.msg import Odometry
+
+    from vla_ros.nodes.expert_node import ExpertNode
+
+    expert = ExpertNode(context=ros_context)
+    try:
+        half = math.radians(60.0) / 2
+        for scale in (1.0, 2.5, 0.2):
+            msg = Odometry()
+            msg.pose.pose.position.x = 1.0
+            q = msg.pose.pose.orientation
+            q.x, q.y, q.z, q.w = 0.0, 0.0, scale * math.sin(half), scale * math.cos(half)
+            expert._on_odom(msg)
+            assert expert._pose[2] == pytest.approx(math.radians(60.0)), scale
+        zero = Odometry()
+        zero.pose.pose.orientation.w = 0.0
+        zero.pose.pose.position.x = 9.0
+        expert._on_odom(zero)
+        assert expert._pose[0] == 1.0
+    finally:
+        expert.destroy_node()

@@ -460,9 +460,6 @@ class BagWriter:
         )
         self.counts[topic] = 0
 
-    def has_topic(self, topic: str) -> bool:
-        return topic in self._connections
-
     def write(self, topic: str, timestamp_ns: int, data: bytes) -> None:
         connection = self._connections.get(topic)
         if connection is None:

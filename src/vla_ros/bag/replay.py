@@ -140,9 +140,6 @@ class ReplayStats:
     def total(self) -> int:
         return sum(self.published.values())
 
-    def lateness_ms(self) -> list[float]:
-        return [(actual - scheduled) * 1e3 for _, scheduled, actual in self.timing]
-
 
 _END = object()
 

@@ -14,7 +14,6 @@ while an episode runs: the safety node takes the `vla` input only while that is 
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +33,7 @@ from vla_ros.nodes.common import (
     run_node,
     topic_name_problem,
 )
+from vla_ros.safety.zones import quaternion_yaw
 from vla_ros.sim.arm import ArmExpert
 from vla_ros.sim.expert import MobileExpert, NoiseConfig
 from vla_ros.sim.scenario import Box, Layout, Scenario, resolve_scenarios
@@ -175,7 +175,10 @@ class ExpertNode(Node):
 
     def _on_odom(self, msg: Odometry) -> None:
         q = msg.pose.pose.orientation
-        yaw = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+        try:
+            yaw = quaternion_yaw(q.x, q.y, q.z, q.w)
+        except ValueError:  # a zero or non-finite quaternion: keep the last good pose
+            return
         with self._lock:
             self._pose = (msg.pose.pose.position.x, msg.pose.pose.position.y, yaw)
 

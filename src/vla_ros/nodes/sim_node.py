@@ -151,7 +151,6 @@ class _FrameWorker:
         self._job: tuple[Any, Any, float] | None = None
         self._stopping = False
         self.dropped = 0
-        self.rendered = 0
         self.error: str = ""
         self._thread = threading.Thread(target=self._run, name="vla_sim_render", daemon=True)
         self._thread.start()
@@ -189,7 +188,6 @@ class _FrameWorker:
                         self._node.get_logger().error(f"rendering failed: {exc}")
                     continue
                 self._publisher.publish(self._message(rgb, t))
-                self.rendered += 1
         finally:
             if renderer is not None:
                 renderer.close()
@@ -480,10 +478,6 @@ class SimNode(Node):
     @property
     def state(self) -> str:
         return self._state
-
-    @property
-    def frames_rendered(self) -> int:
-        return self._frames.rendered if self._frames is not None else 0
 
     def destroy_node(self) -> None:
         """Stop the render worker (it closes its GL context) before the publishers go."""
