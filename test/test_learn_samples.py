@@ -40,6 +40,36 @@ def test_an_arm_model_is_trained_for_the_arms_sooner_replanning(tmp_path):
     assert deployed_trigger("arm7", params).chunk_low_threshold == 5
 
 
+def test_trigger_params_are_read_as_the_node_reads_them(tmp_path):
+    """A namespaced or wildcard section trains with the file's trigger, not the default, and a
+    value the node refuses is refused here too (the bounds are declared once)."""
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "/**:\n  ros__parameters:\n    use_sim_time: true\n"
+        "/robot1/vla_inference:\n  ros__parameters:\n"
+        "    scene_change_threshold: 0.5\n    min_interval_s: 0.9\n"
+    )
+    trigger = trigger_from_params(params)
+    assert (trigger.scene_change_threshold, trigger.min_interval_s) == (0.5, 0.9)
+    params.write_text("vla_inference:\n  ros__parameters:\n    scene_change_threshold: 1.5\n")
+    with pytest.raises(ValueError, match=r"scene_change_threshold must be in \[0.0, 1.0\]"):
+        trigger_from_params(params)
+    params.write_text("vla_safety:\n  ros__parameters:\n    max_linear_speed: 0.5\n")
+    with pytest.raises(ValueError, match="no ros__parameters for node 'vla_inference'"):
+        trigger_from_params(params)
+
+
+def test_the_node_and_the_trigger_share_their_bounds():
+    from vla_ros.core.trigger import TRIGGER_BOUNDS
+    from vla_ros.nodes.inference_node import PARAMS
+
+    specs = {spec.name: spec for spec in PARAMS}
+    for name, (low, high) in TRIGGER_BOUNDS.items():
+        assert (specs[name].min, specs[name].max) == (low, high), name
+        with pytest.raises(ValueError, match=name):
+            TriggerConfig(**{name: high * 2 + 1})
+
+
 def test_heartbeat_bounds_the_gap_when_chunks_are_long():
     trigger = TriggerConfig(min_interval_s=0.0, chunk_low_threshold=0, max_interval_s=0.5)
     assert event_cadence(trigger, 0.1, 50) == HistoryCadence("event", 1, 5)

@@ -34,6 +34,16 @@ _NEW_HISTORY = frozenset({Cause.START, Cause.INSTRUCTION, Cause.EXPLICIT})
 """Causes after which the history starts over (or the operator asked): a seen frame is fine."""
 
 
+TRIGGER_BOUNDS: dict[str, tuple[float, float]] = {
+    "scene_change_threshold": (0.0, 1.0),
+    "chunk_low_threshold": (0, 1000),
+    "min_interval_s": (0.0, 60.0),
+    "max_interval_s": (0.01, 3600.0),
+}
+"""The one place the trigger's limits live: the inference node's parameter descriptors and
+training's `--trigger-params` both take them from here."""
+
+
 @dataclass(frozen=True)
 class TriggerConfig:
     """Thresholds of `EventTrigger`; validated so a bad parameter is refused, not half-applied.
@@ -51,16 +61,10 @@ class TriggerConfig:
     every_frame: bool = False
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.scene_change_threshold) and self.scene_change_threshold >= 0):
-            raise ValueError(
-                f"scene_change_threshold must be >= 0, got {self.scene_change_threshold}"
-            )
-        if self.chunk_low_threshold < 0:
-            raise ValueError(f"chunk_low_threshold must be >= 0, got {self.chunk_low_threshold}")
-        if not (math.isfinite(self.min_interval_s) and self.min_interval_s >= 0):
-            raise ValueError(f"min_interval_s must be >= 0, got {self.min_interval_s}")
-        if not (math.isfinite(self.max_interval_s) and self.max_interval_s > 0):
-            raise ValueError(f"max_interval_s must be > 0, got {self.max_interval_s}")
+        for name, (low, high) in TRIGGER_BOUNDS.items():
+            value = getattr(self, name)
+            if not (math.isfinite(value) and low <= value <= high):
+                raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
         if self.min_interval_s > self.max_interval_s:
             raise ValueError(
                 f"min_interval_s ({self.min_interval_s}) must be <= "

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla_ros.core.trigger import TriggerConfig
-from vla_ros.files import read_mapping
+from vla_ros.core.trigger import TRIGGER_BOUNDS, TriggerConfig
 
 HISTORY_MODES = ("event", "step")
 
@@ -75,11 +74,13 @@ def deployed_trigger(action_space: str, params: str | Path | None = None) -> Tri
 
 
 def trigger_from_params(path: str | Path, node: str = "vla_inference") -> TriggerConfig:
-    """The TriggerConfig a parameter file gives the inference node (defaults where unset)."""
-    raw = read_mapping(path, "no parameter file", "node sections")
-    params = (raw.get(node) or {}).get("ros__parameters") or {}
-    fields = ("scene_change_threshold", "chunk_low_threshold", "min_interval_s", "max_interval_s")
-    return TriggerConfig(**{name: params[name] for name in fields if name in params})
+    """The TriggerConfig a parameter file gives the inference node (defaults where unset), read
+    as rcl reads it: wildcard sections, then the node's section at any namespace
+    (`/robot1/vla_inference:` too); bounds are the node's (`TRIGGER_BOUNDS`)."""
+    from vla_ros.bag.check import load_node_params
+
+    params = load_node_params(path, node)
+    return TriggerConfig(**{name: params[name] for name in TRIGGER_BOUNDS if name in params})
 
 
 def history_indices(target: int, window: int, gaps: np.ndarray) -> np.ndarray:

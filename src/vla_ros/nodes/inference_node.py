@@ -49,7 +49,7 @@ from vla_ros.core.image import ImageFormatError, image_msg_to_rgb
 from vla_ros.core.inference import CoreConfig, InferenceCore, Outcome, Receipt
 from vla_ros.core.instruction import ReceiptDeduper, cdr_string, published_before
 from vla_ros.core.path import planar_path, spatial_path
-from vla_ros.core.trigger import TriggerConfig
+from vla_ros.core.trigger import TRIGGER_BOUNDS, TriggerConfig
 from vla_ros.nodes.common import (
     COMMAND_QOS,
     LATCHED_QOS,
@@ -124,15 +124,13 @@ PARAMS: tuple[ParamSpec, ...] = (
         "scene_change_threshold",
         0.15,
         "scene-change score above which the model runs",
-        min=0.0,
-        max=1.0,
+        *TRIGGER_BOUNDS["scene_change_threshold"],
     ),
     ParamSpec(
         "chunk_low_threshold",
         3,
         "run the model once per chunk when this many actions are left",
-        min=0,
-        max=1000,
+        *TRIGGER_BOUNDS["chunk_low_threshold"],
     ),
     ParamSpec(
         "trigger_mode",
@@ -140,9 +138,17 @@ PARAMS: tuple[ParamSpec, ...] = (
         "event: run on events; every_frame: every new frame is an event (baseline)",
         choices=TRIGGER_MODES,
     ),
-    ParamSpec("min_interval_s", 0.2, "minimum time between inference starts", min=0.0, max=60.0),
     ParamSpec(
-        "max_interval_s", 2.0, "heartbeat: longest time without inference", min=0.01, max=3600.0
+        "min_interval_s",
+        0.2,
+        "minimum time between inference starts",
+        *TRIGGER_BOUNDS["min_interval_s"],
+    ),
+    ParamSpec(
+        "max_interval_s",
+        2.0,
+        "heartbeat: longest time without inference",
+        *TRIGGER_BOUNDS["max_interval_s"],
     ),
     ParamSpec(
         "max_frame_age_s",
