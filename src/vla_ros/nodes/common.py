@@ -192,10 +192,18 @@ class NodeParameters:
             raise ParameterError(reason)
         self._node = node
         node.add_on_set_parameters_callback(self._on_set)
+        # Validate in the set callback, act once rclpy has applied the change: another callback
+        # may still refuse the same set after ours accepted it. Humble has no post-set hook, so
+        # there the change is applied when accepted, as before.
+        self._post_set = hasattr(node, "add_post_set_parameters_callback")
+        if self._post_set:
+            node.add_post_set_parameters_callback(self._on_applied)
 
     def close(self) -> None:
         """Stop validating run-time changes (lifecycle cleanup); the declarations stay."""
         self._node.remove_on_set_parameters_callback(self._on_set)
+        if self._post_set:
+            self._node.remove_post_set_parameters_callback(self._on_applied)
 
     def add_listener(self, listener: Callable[[Mapping[str, Any]], None]) -> None:
         """Called with the full value set after each accepted change."""
@@ -212,22 +220,35 @@ class NodeParameters:
         return self._validate(values) if self._validate is not None else None
 
     def _on_set(self, parameters: list[Parameter]) -> SetParametersResult:
-        proposed = dict(self.values)
         for parameter in parameters:
-            if parameter.name in self._specs:
-                spec = self._specs[parameter.name]
-                if spec.read_only:
-                    return SetParametersResult(
-                        successful=False, reason=f"{parameter.name} is read-only at run time"
-                    )
-                proposed[parameter.name] = _plain(parameter.value)
+            spec = self._specs.get(parameter.name)
+            if spec is not None and spec.read_only:
+                return SetParametersResult(
+                    successful=False, reason=f"{parameter.name} is read-only at run time"
+                )
+        proposed = self._proposed(parameters)
         reason = self._refusal(proposed)
         if reason is not None:
             return SetParametersResult(successful=False, reason=reason)
-        self.values = proposed
+        if not self._post_set:
+            self._apply(proposed)
+        return SetParametersResult(successful=True)
+
+    def _on_applied(self, parameters: list[Parameter]) -> None:
+        if any(parameter.name in self._specs for parameter in parameters):
+            self._apply(self._proposed(parameters))
+
+    def _proposed(self, parameters: list[Parameter]) -> dict[str, Any]:
+        proposed = dict(self.values)
+        for parameter in parameters:
+            if parameter.name in self._specs:
+                proposed[parameter.name] = _plain(parameter.value)
+        return proposed
+
+    def _apply(self, values: dict[str, Any]) -> None:
+        self.values = values
         for listener in self._listeners:
             listener(self.values)
-        return SetParametersResult(successful=True)
 
 
 def _plain(value: Any) -> Any:
