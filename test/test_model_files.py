@@ -106,3 +106,17 @@ def test_make_tiny_model_refuses_a_non_empty_directory(tmp_path: Path, capsys):
     assert not (target / "notes.txt").exists()
     check_model_files(target)
     assert main(["make-tiny-model", str(tmp_path / "fresh")]) == 0
+
+
+def test_a_misspelled_policy_field_is_refused_but_metadata_is_kept(model_copy: Path):
+    """`chunkk: 4` would leave the chunk at its default without a word; `trained:` is a record."""
+    from vla_ros.policy.config import POLICY_FILE, PolicyConfig
+
+    path = model_copy / POLICY_FILE
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text + "trained: {steps: 3}\n", encoding="utf-8")
+    assert PolicyConfig.load(model_copy).extra["trained"] == {"steps": 3}
+    path.write_text(text + "chunkk: 4\n", encoding="utf-8")
+    typo = r"'chunkk' is not a policy field \(did you mean 'chunk'\?\)"
+    with pytest.raises(ValueError, match=typo):
+        PolicyConfig.load(model_copy)

@@ -8,6 +8,7 @@ field's name instead of a shape error deep inside torch.
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -143,7 +144,8 @@ class PolicyConfig:
 
     @classmethod
     def load(cls, model_dir: str | Path) -> PolicyConfig:
-        """Read and validate `policy.yaml`; unknown keys are kept in `extra`, not dropped."""
+        """Read and validate `policy.yaml`; unknown keys are kept in `extra`, not dropped,
+        unless they look like a misspelled field."""
         path = Path(model_dir) / POLICY_FILE
         raw = read_mapping(path, "not a vla_ros model directory", "policy fields")
         known = {f.name for f in cls.__dataclass_fields__.values()} - {"extra"}
@@ -157,6 +159,14 @@ class PolicyConfig:
                     raise ValueError(f"{path}: {key} must be a list, got {kwargs[key]!r}")
                 kwargs[key] = tuple(kwargs[key])
         extra = {key: value for key, value in raw.items() if key not in known}
+        for key in extra:
+            # Metadata (training record, provenance) is kept; a near-miss of a field is a typo
+            # that would otherwise leave that field at its default.
+            near = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.8)
+            if near:
+                raise ValueError(
+                    f"{path}: {key!r} is not a policy field (did you mean {near[0]!r}?)"
+                )
         config = cls(**kwargs, extra=extra)
         config.validate()
         return config
