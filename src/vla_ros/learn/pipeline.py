@@ -127,6 +127,7 @@ def _row(name: str, summary_path: Path) -> dict[str, Any]:
         "run": name,
         "episodes": summary["episodes"],
         "success_rate": summary["success_rate"],
+        "intervals_95": summary.get("intervals_95", {}),
         "collision_rate": summary["collision_rate"],
         "compliance_rate": summary["compliance_rate"],
         "vlm_calls_per_frame": summary["vlm_calls_per_frame"],
@@ -300,18 +301,27 @@ def _training(*models: Path) -> dict[str, Any]:
     return result
 
 
+def _rate(row: dict[str, Any], name: str) -> str:
+    """`97.5% [86.8, 99.6]`: a rate with its Wilson 95 % interval, where the eval gave one."""
+    bounds = row.get("intervals_95", {}).get(name)
+    if not bounds:
+        return f"{row[name]:.1%}"
+    return f"{row[name]:.1%} [{bounds[0]:.1%}, {bounds[1]:.1%}]"
+
+
 def _markdown(report: dict[str, Any]) -> str:
     lines = [
         "# train-demo report",
         "",
-        "| run | episodes | success | collision | compliance | VLM calls/frame | by language |",
+        "| run | episodes | success [95% CI] | collision [95% CI] | compliance [95% CI] "
+        "| VLM calls/frame | by language |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in report["results"]:
         languages = ", ".join(f"{k} {v:.1%}" for k, v in row["per_language"].items())
         lines.append(
-            f"| {row['run']} | {row['episodes']} | {row['success_rate']:.1%} | "
-            f"{row['collision_rate']:.1%} | {row['compliance_rate']:.1%} | "
+            f"| {row['run']} | {row['episodes']} | {_rate(row, 'success_rate')} | "
+            f"{_rate(row, 'collision_rate')} | {_rate(row, 'compliance_rate')} | "
             f"{row['vlm_calls_per_frame']:.3f} | {languages} |"
         )
     lines += ["", "| stage | wall s |", "|---|---|"]

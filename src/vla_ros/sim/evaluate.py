@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vla_ros.core.stats import wilson_interval
 from vla_ros.sim.scenario import Scenario
 
 ROBOT_TOPICS = {
@@ -172,8 +173,17 @@ def aggregate(records: Sequence[EpisodeRecord]) -> dict[str, Any]:
 
     successes = [r for r in results if r["success"]]
     frames = sum(r.frames for r in records)
+    rates = ("success", "collision", "compliant", "timeout")
+    names = {"compliant": "compliance_rate"}
+    intervals = {
+        names.get(key, f"{key}_rate"): [
+            round(bound, 4) for bound in wilson_interval(sum(bool(r[key]) for r in results), n)
+        ]
+        for key in rates
+    }
     return {
         "episodes": n,
+        "intervals_95": intervals,
         "success_rate": rate("success"),
         "collision_rate": rate("collision"),
         "compliance_rate": rate("compliant"),
@@ -586,6 +596,14 @@ def plot_trajectories(records: Sequence[EpisodeRecord], out: Path) -> list[Path]
     return paths
 
 
+def _with_interval(summary: dict[str, Any], rate: str) -> str:
+    """`97% [87-100]`: the rate and its Wilson 95 % interval."""
+    low, high = summary.get("intervals_95", {}).get(rate, (None, None))
+    if low is None:
+        return f"{summary[rate]:.0%}"
+    return f"{summary[rate]:.0%} [{low:.0%}-{high:.0%}]"
+
+
 def print_summary(summary: dict[str, Any], title: str = "vla_ros sim eval") -> None:
     from rich.console import Console
     from rich.table import Table
@@ -610,8 +628,8 @@ def print_summary(summary: dict[str, Any], title: str = "vla_ros sim eval") -> N
         table.add_row(
             name,
             str(s["episodes"]),
-            f"{s['success_rate']:.0%}",
-            f"{s['collision_rate']:.0%}",
+            _with_interval(s, "success_rate"),
+            _with_interval(s, "collision_rate"),
             f"{s['compliance_rate']:.0%}",
             f"{s['spl']:.2f}",
             "-" if ttg is None or not math.isfinite(ttg) else f"{ttg:.1f}",
