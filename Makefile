@@ -11,7 +11,7 @@ export RMW_IMPLEMENTATION ?= rmw_fastrtps_cpp
 export HF_HUB_OFFLINE ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup tools demo sim-demo eval train-demo test lint format bench bench-tables colcon clean
+.PHONY: setup tools demo sim-demo eval eval-faults train-demo test lint format bench bench-tables colcon clean
 
 setup: $(STAMP) tools
 
@@ -79,6 +79,10 @@ format: setup
 bench: setup $(MODEL_DIR)/policy.yaml
 	@mkdir -p $(OUT_DIR)/bench
 	@for b in test/bench/bench_*.py; do echo "== $$b"; $(PY) $$b --out $(OUT_DIR)/bench || exit 1; done
+
+# The stack's own parts failing while /cmd_vel moves (separate processes, 3 trials per fault).
+eval-faults: setup $(MODEL_DIR)/policy.yaml
+	$(VENV)/bin/vla-ros faults drill --model-dir $(MODEL_DIR) --repeats 3 --out $(OUT_DIR)/faults
 
 # The README's benchmark table from the JSON `make bench` wrote (kept under docs/bench/).
 bench-tables: setup

@@ -128,7 +128,7 @@ def test_the_policy_covers_exactly_what_each_live_node_uses(
             return policy[enclave_path("/vla_ros", fq_namespace, name)]
 
         # Discovery is gradual: wait (bounded) until the graph matches, then compare for real.
-        spin_until(executor, lambda: all(live(n) == granted(n) for n in STACK_NODES), 30.0)
+        spin_until(executor, lambda: all(live(n) == granted(n) for n in STACK_NODES), 60.0)
         for name in STACK_NODES:
             have, allowed = live(name), granted(name)
             for kind in ("publish", "subscribe", "reply", "request"):

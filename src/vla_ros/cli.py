@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "vla_ros.commands",
     "vla_ros.security",
     "vla_ros.bench",
+    "vla_ros.faults",
 )
 
 

@@ -210,7 +210,7 @@ def read_stack_graph(options: Any) -> StackGraph:
         rclpy.init(
             args=ros_args_for(options),
             context=context,
-            domain_id=random.SystemRandom().randint(150, 232),
+            domain_id=random.SystemRandom().randint(201, 232),
         )
     finally:
         if saved is None:
