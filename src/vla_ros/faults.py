@@ -81,11 +81,13 @@ def analyse(trial: Trial) -> dict[str, Any]:
     # touches zero now and then; that is not the stack stopping). Still moving at the window's
     # end = never zeroed.
     moving = [s.t for s in window if s.speed > ZERO]
-    zero: float | None = 0.0
-    if moving:
-        zero = moving[-1] - trial.onset_s if window[-1].speed <= ZERO else None
-        if zero is not None:
-            zero = next(s.t for s in window if s.t > moving[-1]) - trial.onset_s
+    zero: float | None
+    if not moving:
+        zero = 0.0
+    elif window[-1].speed > ZERO:
+        zero = None
+    else:
+        zero = next(s.t for s in window if s.t > moving[-1]) - trial.onset_s
     distance = sum(a.speed * (b.t - a.t) for a, b in itertools.pairwise(window) if b.t > a.t)
     before = [s for s in trial.samples if s.t < trial.onset_s]
     result: dict[str, Any] = {
@@ -236,19 +238,16 @@ class _Driver:
         msg = Image()
         msg.header.stamp = self.node.get_clock().now().to_msg()
         msg.header.frame_id = "camera"
-        if self.camera == "frozen" and self._frozen is not None:
-            msg.height, msg.width, msg.encoding, msg.step = 224, 224, "rgb8", 224 * 3
-            msg.data = self._frozen
-            self._image_pub.publish(msg)
-            return
-        self._frame_index += 1
-        image = np.zeros((224, 224, 3), np.uint8)
-        column = (self._frame_index * 7) % 224
-        image[:, column : column + 24] = (200, 40, 40)
-        image[: 40 + self._frame_index % 60, :, 2] = 90
         msg.height, msg.width, msg.encoding, msg.step = 224, 224, "rgb8", 224 * 3
-        msg.data = image.tobytes()
-        self._frozen = msg.data
+        if self.camera != "frozen" or self._frozen is None:
+            self._frame_index += 1
+            image = np.zeros((224, 224, 3), np.uint8)
+            column = (self._frame_index * 7) % 224
+            image[:, column : column + 24] = (200, 40, 40)
+            image[: 40 + self._frame_index % 60, :, 2] = 90
+            self._frozen = image.tobytes()
+        # Frozen: the last image again, with a new stamp.
+        msg.data = self._frozen
         self._image_pub.publish(msg)
 
     def _on_policy(self, msg: Any) -> None:
