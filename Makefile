@@ -35,7 +35,7 @@ $(MODEL_DIR)/policy.yaml: | $(STAMP)
 	$(VENV)/bin/vla-ros make-tiny-model $(MODEL_DIR)
 
 demo: setup $(MODEL_DIR)/policy.yaml
-	$(VENV)/bin/vla-ros demo --model-dir $(MODEL_DIR) --out $(OUT_DIR)/demo
+	MUJOCO_GL=$${MUJOCO_GL:-egl} $(VENV)/bin/vla-ros demo --model-dir $(MODEL_DIR) --out $(OUT_DIR)/demo
 
 # Closed loop in MuJoCo (30 s on a quiet 2-core machine): the scripted expert, then the tiny random policy.
 sim-demo: setup $(MODEL_DIR)/policy.yaml

@@ -120,3 +120,64 @@ def test_a_misspelled_policy_field_is_refused_but_metadata_is_kept(model_copy: P
     typo = r"'chunkk' is not a policy field \(did you mean 'chunk'\?\)"
     with pytest.raises(ValueError, match=typo):
         PolicyConfig.load(model_copy)
+
+
+def flip_tensor_byte(path: Path) -> None:
+    """A bit flipped inside tensor data: structurally still valid safetensors."""
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def edit_policy_yaml(path: Path) -> None:
+    """A valid-looking edit: the velocity bounds widened by hand."""
+    path.write_text(path.read_text().replace("- 0.65", "- 0.95"))
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "problem"),
+    [
+        ("model.safetensors", flip_tensor_byte, "altered"),
+        ("policy_head.safetensors", flip_tensor_byte, "altered"),
+        ("policy.yaml", edit_policy_yaml, "altered"),
+        ("generation_config.json", lambda path: path.unlink(), "missing"),
+    ],
+    ids=["backbone-bit", "head-bit", "policy-yaml-edit", "listed-file-removed"],
+)
+def test_a_checksummed_directory_names_an_altered_or_missing_file(
+    model_copy: Path, name, damage, problem
+):
+    from vla_ros.policy.integrity import write_checksums
+    from vla_ros.policy.model import VLAPolicy
+
+    write_checksums(model_copy)
+    check_model_files(model_copy)
+    damage(model_copy / name)
+    with pytest.raises(ModelFileError) as raised:
+        VLAPolicy.from_pretrained(model_copy)
+    message = str(raised.value)
+    assert f"{name}:" in message
+    assert problem in message
+    assert "\n" not in message
+
+
+def test_the_checksum_file_is_sha256sum_format(model_copy: Path):
+    import subprocess
+
+    from vla_ros.policy.integrity import CHECKSUM_FILE, write_checksums
+
+    write_checksums(model_copy)
+    listed = [
+        line.split("  ", 1)[1] for line in (model_copy / CHECKSUM_FILE).read_text().splitlines()
+    ]
+    assert "model.safetensors" in listed
+    assert "policy.yaml" in listed
+    assert CHECKSUM_FILE not in listed
+    if shutil.which("sha256sum"):
+        done = subprocess.run(
+            ["sha256sum", "--check", "--quiet", CHECKSUM_FILE], cwd=model_copy, check=False
+        )
+        assert done.returncode == 0
+    (model_copy / CHECKSUM_FILE).write_text("not a checksum line\n")
+    with pytest.raises(ModelFileError, match=f"{CHECKSUM_FILE}: line 1"):
+        check_model_files(model_copy)

@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "vla_ros.bag.cli",
     "vla_ros.learn.cli",
     "vla_ros.learn.pipeline",
+    "vla_ros.learn.reference",
     "vla_ros.bringup",
     "vla_ros.demo",
     "vla_ros.sim.cli",

@@ -5,6 +5,11 @@ instruction, an e-stop near the end), replays it with `/clock` through camera ->
 safety nodes on real DDS, records what they publish, checks every command against the safety
 invariants and prints a summary. Bag time drives the nodes (`use_sim_time`), exactly as a user
 replays a recorded robot run.
+
+Then the closed loop: the simulator, camera, inference (the committed reference policy) and
+safety nodes drive two held-out episodes, one English and one Korean instruction on opposite
+sides, and the demo prints whether the robot did what it was told, with a top-down plot of the
+paths and a camera-view animation of the English episode with its predicted path drawn in.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ from vla_ros.bringup import StackOptions
 from vla_ros.safety.config import twist_vector
 
 LOG_TOPICS = ("/vla/inference_event", "/vla/action_chunk", "/diagnostics")
+REFERENCE_MODEL = Path("models/reference/mobile3")
+CLOSED_LOOP_SCENARIOS = ("1box_vert_left", "2box_hori_right")
+"""Opposite sides; the languages alternate, so the first is English and the second Korean."""
+ANIMATION_TOPICS = ("/camera/image_raw", "/vla/predicted_path")
 DEMO_INSTRUCTIONS = ("move forward to the red box", "빨간 상자를 피해서 왼쪽으로 천천히 가")
 """The first is given at 0.5 s, the second (Korean) just past the middle of the bag."""
 
@@ -44,6 +53,8 @@ class DemoSummary:
     violations: list[str] = field(default_factory=list)
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     run_bag: str = ""
+    closed_loop: dict[str, Any] = field(default_factory=dict)
+    """The closed-loop stage's numbers; empty when it was not run."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +68,7 @@ class DemoSummary:
             "violations": self.violations,
             "latency_ms": self.latency_ms,
             "run_bag": self.run_bag,
+            "closed_loop": self.closed_loop,
         }
 
 
@@ -186,6 +198,133 @@ def summarise(result: Any, synth: Any, run_bag_path: Path, options: StackOptions
     return summary
 
 
+def run_closed_loop(
+    model_dir: Path,
+    out_dir: Path,
+    scenarios: tuple[str, ...] = CLOSED_LOOP_SCENARIOS,
+    seed: int = 0,
+    real_time_factor: float = 4.0,
+) -> dict[str, Any]:
+    """Held-out episodes of the simulator through the real nodes, languages alternating; writes
+    summary.json, trajectories.png and episode.gif (the first English episode) in out_dir."""
+    from vla_ros.sim.evaluate import EvalOptions, run_eval
+    from vla_ros.sim.scenario import resolve_scenarios
+
+    options = EvalOptions(
+        scenarios=resolve_scenarios(",".join(scenarios)),
+        out=out_dir,
+        episodes=1,
+        seed_start=seed,
+        driver="policy",
+        model_dir=str(model_dir),
+        trigger="event",
+        languages=("en", "ko"),
+        real_time_factor=real_time_factor,
+        extra_topics=ANIMATION_TOPICS,
+    )
+    summary = run_eval(options)
+    english = next(e for e in summary["episode_results"] if e["language"] == "en")
+    scenario = next(s for s in options.scenarios if s.name == english["scenario"])
+    animation = animate_episode(Path(english["bag"]), scenario, out_dir / "episode.gif")
+    summary["animation"] = str(animation)
+    summary["trajectories_png"] = str(out_dir / "trajectories.png")
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    return summary
+
+
+def animate_episode(bag: Path, scenario: Any, out: Path) -> Path:
+    """The episode's camera frames with the predicted path (kept on the floor with odometry as
+    the robot drives) and the instruction, as a GIF of at most 5 MB."""
+    from vla_ros.bag.io import deserialize, read_messages, stamp_ns
+    from vla_ros.core.image import image_msg_to_rgb
+    from vla_ros.safety.zones import quaternion_yaw
+    from vla_ros.sim import animation
+
+    messages = read_messages(
+        bag, ["/camera/image_raw", "/vla/predicted_path", "/odom", "/vla/instruction"]
+    )
+    frames: list[tuple[int, np.ndarray]] = []
+    paths: list[tuple[int, np.ndarray]] = []
+    poses: list[tuple[int, animation.Pose2D]] = []
+    instruction = ""
+    for message in messages:
+        msg = deserialize(message.data, message.msgtype, message.topic)
+        stamp = stamp_ns(msg) or message.timestamp_ns
+        if message.topic == "/camera/image_raw":
+            frames.append((stamp, image_msg_to_rgb(msg)))
+        elif message.topic == "/vla/predicted_path":
+            xy = [(p.pose.position.x, p.pose.position.y) for p in msg.poses]
+            paths.append((stamp, np.asarray(xy, dtype=float)))
+        elif message.topic == "/odom":
+            q = msg.pose.pose.orientation
+            yaw = quaternion_yaw(q.x, q.y, q.z, q.w)
+            poses.append((stamp, (msg.pose.pose.position.x, msg.pose.pose.position.y, yaw)))
+        elif not instruction:
+            instruction = msg.data
+    if not frames:
+        raise ValueError(f"{bag}: no camera frames recorded to animate")
+    poses.sort(key=lambda item: item[0])
+    paths.sort(key=lambda item: item[0])
+    camera, floor_z = animation.mobile_camera(scenario, frames[0][1].shape[0])
+    font = animation.caption_font()
+    caption = animation.wrap(instruction, 36)
+    rendered = []
+    path_times = [t for t, _ in paths]
+    for stamp, rgb in sorted(frames, key=lambda item: item[0]):
+        shown = None
+        index = int(np.searchsorted(path_times, stamp, side="right")) - 1
+        then = animation.pose_at(poses, paths[index][0]) if index >= 0 else None
+        now = animation.pose_at(poses, stamp)
+        if then is not None and now is not None:
+            shown = animation.rebase(paths[index][1], then, now)
+        rendered.append(animation.draw_frame(rgb, caption, shown, camera, floor_z, font))
+    return animation.write_gif(rendered, out, fps=10.0)
+
+
+def closed_loop_problems(closed_loop: dict[str, Any]) -> list[str]:
+    """A closed loop in which the robot did not do what it was told is not a pass."""
+    problems = []
+    for episode in closed_loop.get("episode_results", []):
+        name = f"{episode['scenario']} seed {episode['seed']} [{episode['language']}]"
+        if episode.get("collision"):
+            problems.append(f"closed loop {name}: collision")
+        elif not episode.get("success"):
+            problems.append(f"closed loop {name}: {episode.get('outcome', 'no success')}")
+        if episode.get("safety_violations"):
+            problems.append(f"closed loop {name}: {episode['safety_violations']} safety violations")
+    return problems
+
+
+def print_closed_loop(closed_loop: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="closed loop: the reference policy in the simulator", show_header=True)
+    for column in ("scenario", "instruction", "outcome", "collision", "side kept", "VLM/frame"):
+        table.add_column(column)
+    for episode in closed_loop["episode_results"]:
+        calls = episode["inferences"] / episode["frames"] if episode["frames"] else 0.0
+        table.add_row(
+            episode["scenario"],
+            episode["language"],
+            str(episode["outcome"]),
+            "yes" if episode["collision"] else "no",
+            "yes" if episode["compliant"] else "no",
+            f"{calls:.3f}",
+        )
+    console = Console()
+    console.print(table)
+    console.print(
+        f"success {closed_loop['success_rate']:.0%}, "
+        f"collisions {closed_loop['collision_rate']:.0%}, "
+        f"side compliance {closed_loop['compliance_rate']:.0%}, "
+        f"VLM calls/frame {closed_loop['vlm_calls_per_frame']:.3f}"
+    )
+    console.print(
+        f"paths: {closed_loop['trajectories_png']}; camera view: {closed_loop['animation']}"
+    )
+
+
 def print_summary(summary: DemoSummary) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -224,15 +363,33 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     action_spaces.add_mode_argument(parser)
     parser.add_argument("--duration", type=float, default=12.0, help="seconds of synthetic video")
+    parser.add_argument(
+        "--closed-loop-model",
+        default=REFERENCE_MODEL,
+        type=Path,
+        help="policy the closed-loop stage drives the simulated robot with (mobile3)",
+    )
+    parser.add_argument(
+        "--no-closed-loop", action="store_true", help="only the bag stage, no simulator"
+    )
     parser.set_defaults(handler=_handle)
 
 
 def _handle(args: argparse.Namespace) -> int:
     summary = run_demo(args.model_dir, args.out, mode=args.mode, duration_s=args.duration)
+    print_summary(summary)
+    closed_loop = not args.no_closed_loop and action_spaces.get(args.mode).name == "mobile3"
+    if closed_loop:
+        if not (args.closed_loop_model / "policy.yaml").is_file():
+            raise FileNotFoundError(
+                f"{args.closed_loop_model}/policy.yaml not found: the closed loop needs the "
+                "reference policy (git checkout models/reference) or --no-closed-loop"
+            )
+        summary.closed_loop = run_closed_loop(args.closed_loop_model, args.out / "closed_loop")
+        print_closed_loop(summary.closed_loop)
     (args.out / "summary.json").write_text(
         json.dumps(summary.as_dict(), indent=2, ensure_ascii=False)
     )
-    print_summary(summary)
     problems = verdict(summary)
     for problem in problems:
         print(f"vla-ros demo: FAIL: {problem}", file=sys.stderr)
@@ -256,4 +413,4 @@ def verdict(summary: DemoSummary) -> list[str]:
         )
     if summary.violations:
         problems.append(f"{len(summary.violations)} safety invariant violations")
-    return problems
+    return problems + closed_loop_problems(summary.closed_loop)

@@ -309,11 +309,10 @@ def _rate(row: dict[str, Any], name: str) -> str:
     return f"{row[name]:.1%} [{bounds[0]:.1%}, {bounds[1]:.1%}]"
 
 
-def _markdown(report: dict[str, Any]) -> str:
+def results_tables(report: dict[str, Any], compliance: str = "compliance") -> list[str]:
+    """Eval table (rates with intervals) and stage times, shared by report.md and model cards."""
     lines = [
-        "# train-demo report",
-        "",
-        "| run | episodes | success [95% CI] | collision [95% CI] | compliance [95% CI] "
+        f"| run | episodes | success [95% CI] | collision [95% CI] | {compliance} [95% CI] "
         "| VLM calls/frame | by language |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -326,6 +325,11 @@ def _markdown(report: dict[str, Any]) -> str:
         )
     lines += ["", "| stage | wall s |", "|---|---|"]
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in report["timings_s"].items()]
+    return lines
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    lines = ["# train-demo report", "", *results_tables(report)]
     lines += [
         "",
         "| model | steps (planned) | stopped by | train s | samples/s "

@@ -3,13 +3,17 @@
 A truncated download or a corrupt copy otherwise surfaces as a traceback from deep inside
 safetensors, tokenizers or transformers. These checks read only headers and small JSON files and
 raise `ModelFileError` with one line that names the file and what is wrong. They cannot see a
-flipped bit inside tensor data (safetensors has no checksum); the loaders' own checks still apply.
+flipped bit inside tensor data (safetensors has no checksum); a directory that ships a
+`SHA256SUMS` file (`sha256sum` format, e.g. the reference policies) is also checked against it,
+so an altered file is named as well. The loaders' own checks still apply.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,9 @@ DTYPE_BYTES = {
 }
 MAX_HEADER_BYTES = 100_000_000
 """safetensors refuses larger headers too."""
+CHECKSUM_FILE = "SHA256SUMS"
+"""`sha256sum` output for the directory's files; `sha256sum -c SHA256SUMS` checks it too."""
+_CHECKSUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](\S.*)$")
 
 
 class ModelFileError(ValueError):
@@ -153,8 +160,58 @@ def weight_files(model_dir: Path) -> list[Path]:
     return [*files, model_dir / HEAD_FILE]
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksums(model_dir: str | Path) -> Path:
+    """Record every file of the directory in SHA256SUMS (sorted; subdirectories and the model
+    card, which no loader reads, left out)."""
+    path = Path(model_dir)
+    skipped = {CHECKSUM_FILE, "README.md"}
+    names = sorted(p.name for p in path.iterdir() if p.is_file() and p.name not in skipped)
+    lines = [f"{file_sha256(path / name)}  {name}\n" for name in names]
+    target = path / CHECKSUM_FILE
+    target.write_text("".join(lines), encoding="utf-8")
+    return target
+
+
+def check_checksums(model_dir: str | Path) -> None:
+    """Where SHA256SUMS exists, every file it lists must exist and match, else ModelFileError."""
+    path = Path(model_dir)
+    sums = path / CHECKSUM_FILE
+    if not sums.is_file():
+        return
+    try:
+        text = sums.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(sums, f"not UTF-8 text (corrupt?): byte {exc.start}") from exc
+    entries = [line for line in text.splitlines() if line.strip()]
+    if not entries:
+        raise _fail(sums, "empty: it lists no file")
+    for number, line in enumerate(entries, 1):
+        match = _CHECKSUM_LINE.match(line)
+        if match is None:
+            raise _fail(sums, f"line {number} is not `<sha256>  <file>`: {line[:80]!r}")
+        expected, name = match.groups()
+        target = path / name
+        if "/" in name or not target.is_file():
+            raise _fail(target, f"listed in {CHECKSUM_FILE} but missing")
+        if file_sha256(target) != expected:
+            raise _fail(
+                target,
+                f"altered: its sha256 does not match {CHECKSUM_FILE} (a damaged or edited copy; "
+                "restore the file or fetch the directory again)",
+            )
+
+
 def check_model_files(model_dir: str | Path) -> None:
-    """Raise ModelFileError naming the first truncated, corrupt or unreadable model file."""
+    """Raise ModelFileError naming the first truncated, corrupt, altered or unreadable model
+    file."""
     path = Path(model_dir)
     try:
         PolicyConfig.load(path)
@@ -174,3 +231,4 @@ def check_model_files(model_dir: str | Path) -> None:
     for weights in weight_files(path):
         if weights.is_file():
             check_safetensors(weights)
+    check_checksums(path)

@@ -99,6 +99,8 @@ class EvalOptions:
     wall_timeout_s: float | None = None
     time_limit_s: float | None = None
     """Overrides every scenario's time limit (the sim node's `time_limit_s`)."""
+    extra_topics: tuple[str, ...] = ()
+    """Also recorded in every episode bag (e.g. the camera and the predicted path, to animate)."""
 
     def __post_init__(self) -> None:
         if self.driver not in ("expert", "policy"):
@@ -473,7 +475,11 @@ def _episode(
 
     shutil.rmtree(bag, ignore_errors=True)
     recorder = BagRecorder(
-        record_topics(options.robot, options.demonstrations),
+        tuple(
+            dict.fromkeys(
+                (*record_topics(options.robot, options.demonstrations), *options.extra_topics)
+            )
+        ),
         bag,
         context=context,
         keep=True,
@@ -550,50 +556,68 @@ def _episode(
 
 
 def plot_trajectories(records: Sequence[EpisodeRecord], out: Path) -> list[Path]:
-    """One top-down PNG per scenario: boxes, cups and every episode's path (green = success)."""
+    """One top-down PNG per scenario (boxes, cups and every episode's path, green = success) and
+    trajectories.png with every scenario side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    by_scenario: dict[str, list[EpisodeRecord]] = defaultdict(list)
+    for record in records:
+        by_scenario[record.scenario].append(record)
+    paths = []
+    for name, group in by_scenario.items():
+        fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+        _draw_scenario(ax, name, group)
+        paths.append(_save(fig, out / f"trajectories_{name}.png"))
+    if by_scenario:
+        columns = min(len(by_scenario), 4)
+        rows = math.ceil(len(by_scenario) / columns)
+        fig, axes = plt.subplots(
+            rows, columns, figsize=(4.5 * columns, 3.0 * rows), dpi=100, squeeze=False
+        )
+        for ax, (name, group) in zip(axes.flat, by_scenario.items(), strict=False):
+            _draw_scenario(ax, name, group)
+        for ax in list(axes.flat)[len(by_scenario) :]:
+            ax.set_visible(False)
+        paths.append(_save(fig, out / "trajectories.png"))
+    return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _draw_scenario(ax: Any, name: str, group: Sequence[EpisodeRecord]) -> None:
     from matplotlib.patches import Polygon
 
     from vla_ros.sim.scenario import BLOCK_COLOURS, Box
 
-    by_scenario: dict[str, list[EpisodeRecord]] = defaultdict(list)
-    by_language: dict[str, list[EpisodeRecord]] = defaultdict(list)
-    for record in records:
-        by_scenario[record.scenario].append(record)
-        by_language[record.language].append(record)
-    paths = []
-    for name, group in by_scenario.items():
-        fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-        for record in group:
-            for b in record.layout.get("boxes", []):
-                box = Box(b[0], b[1], b[2], tuple(b[3:6]))
-                ax.add_patch(
-                    Polygon(box.corners(), closed=True, fc="#b8864d", ec="none", alpha=0.15)
-                )
-            cup = record.layout.get("cup")
-            if cup and record.layout.get("boxes"):
-                ax.plot(*cup, "o", color="#d62728", ms=4)
-            for colour, x, y in record.layout.get("blocks", []):
-                ax.plot(x, y, "s", color=BLOCK_COLOURS[colour], ms=5, alpha=0.5)
-            if record.trajectory:
-                xs, ys = zip(*record.trajectory, strict=True)
-                ok = record.result.get("success")
-                ax.plot(xs, ys, "-", lw=1, color="#2ca02c" if ok else "#1f77b4", alpha=0.7)
-        successes = sum(bool(r.result.get("success")) for r in group)
-        ax.set_title(f"{name}: {successes}/{len(group)} success")
-        ax.set_aspect("equal")
-        ax.set_xlabel("x (m)")
-        ax.set_ylabel("y (m), left +" if group[0].layout.get("boxes") else "y (m)")
-        ax.grid(alpha=0.3)
-        path = out / f"trajectories_{name}.png"
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+    for record in group:
+        for b in record.layout.get("boxes", []):
+            box = Box(b[0], b[1], b[2], tuple(b[3:6]))
+            ax.add_patch(Polygon(box.corners(), closed=True, fc="#b8864d", ec="none", alpha=0.15))
+        cup = record.layout.get("cup")
+        if cup and record.layout.get("boxes"):
+            ax.plot(*cup, "o", color="#d62728", ms=4)
+        for colour, x, y in record.layout.get("blocks", []):
+            ax.plot(x, y, "s", color=BLOCK_COLOURS[colour], ms=5, alpha=0.5)
+        if record.trajectory:
+            xs, ys = zip(*record.trajectory, strict=True)
+            ok = record.result.get("success")
+            ax.plot(xs, ys, "-", lw=1, color="#2ca02c" if ok else "#1f77b4", alpha=0.7)
+    successes = sum(bool(r.result.get("success")) for r in group)
+    ax.set_title(f"{name}: {successes}/{len(group)} success")
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m), left +" if group[0].layout.get("boxes") else "y (m)")
+    ax.grid(alpha=0.3)
 
 
 def _with_interval(summary: dict[str, Any], rate: str) -> str:
