@@ -43,15 +43,23 @@ def _run(tmp_path: Path, tiny_model_dir: Path, **report_extra: object) -> Path:
 def test_the_card_names_command_seed_data_rates_and_every_digest(tmp_path, tiny_model_dir):
     out = tmp_path / "reference" / "mobile3"
     code = main(
-        ["publish-reference", str(_run(tmp_path, tiny_model_dir)), "--out", str(out)]
-        + ["--command", COMMAND]
+        [
+            "publish-reference",
+            str(_run(tmp_path, tiny_model_dir)),
+            "--out",
+            str(out),
+            "--command",
+            COMMAND,
+        ]
     )
     assert code == 0
     check_model_files(out)
     assert not (out / "checkpoint-1").exists()
     card = (out / "README.md").read_text(encoding="utf-8")
-    assert COMMAND in card and "Seed 3" in card
-    assert "4 scripted-expert demonstrations" in card and "the 3 successful ones" in card
+    assert COMMAND in card
+    assert "Seed 3" in card
+    assert "4 scripted-expert demonstrations" in card
+    assert "the 3 successful ones" in card
     assert "seeds 1000-1003" in card
     assert "| eval-event | 160 | 97.5% [93.7%, 99.0%] |" in card
     assert "| collect | 600.0 |" in card
