@@ -201,6 +201,18 @@ def test_status_takes_the_state_a_node_s_diagnostics_carry_when_its_service_is_u
     assert collector.state("vla_camera") == "absent"
 
 
+def test_status_calls_a_node_absent_only_after_discovery_went_quiet():
+    """One node of a process can be discovered seconds after another on a loaded host."""
+    from vla_ros.commands import DISCOVERY_SETTLE_S, NODES
+
+    collector = _collector({}, {}, {"vla_inference"})
+    collector.alive, collector.last_news = collector._alive(), 100.0
+    assert not collector.settled(100.0 + DISCOVERY_SETTLE_S / 2)
+    assert collector.settled(100.0 + DISCOVERY_SETTLE_S)
+    collector.alive = set(NODES)
+    assert collector.settled(100.0)
+
+
 def test_status_once_without_a_stack_fails_and_says_so(capsys):
     assert main(["status", "--once", "--json", "--timeout", "2"]) == 1
     captured = capsys.readouterr()

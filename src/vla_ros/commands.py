@@ -23,6 +23,9 @@ DIAGNOSTIC_NAMES = {"vla_camera": "vla_camera", "vla_inference": "vla_inference"
 """Safety reports under its fully qualified name (/ns/vla_safety); the others under these."""
 DIAGNOSTICS_WAIT_S = 1.2
 STATE_RETRY_S = 1.0
+DISCOVERY_SETTLE_S = 2.5
+"""A node is called absent only after this long without any node newly showing signs of
+life: on a loaded host one node of a process can be discovered seconds after another."""
 
 
 class Session:
@@ -213,6 +216,8 @@ class StatusCollector:
         self._clients = {name: node.create_client(GetState, f"{name}/get_state") for name in NODES}
         self._pending: dict[str, tuple[Any, float]] = {}
         self.in_graph: set[str] = set()
+        self.alive: set[str] = set()
+        self.last_news = time.monotonic()
 
     def _on_event(self, msg: Any) -> None:
         with contextlib.suppress(ValueError):
@@ -256,6 +261,24 @@ class StatusCollector:
                     self._pending[name] = (client.call_async(GetState.Request()), now)
                 else:
                     self.states.setdefault(name, "absent")
+        alive = self._alive()
+        if not alive <= self.alive:
+            self.alive |= alive
+            self.last_news = now
+
+    def settled(self, now: float) -> bool:
+        """Every node is seen, or none newly appeared for DISCOVERY_SETTLE_S."""
+        return self.alive == set(NODES) or now - self.last_news >= DISCOVERY_SETTLE_S
+
+    def _alive(self) -> set[str]:
+        """Nodes that show signs of life: in the graph, a lifecycle state or diagnostics."""
+        return {
+            name
+            for name in NODES
+            if self.states.get(name, "absent") != "absent"
+            or name in self.diagnostics
+            or name in self.in_graph
+        }
 
     def state(self, name: str) -> str:
         """The get_state answer, else the state the node's diagnostics carry: Fast DDS can leave
@@ -271,13 +294,7 @@ class StatusCollector:
     def complete(self) -> bool:
         """Every node that shows signs of life (in the graph, a lifecycle state or diagnostics)
         answered both ways: its lifecycle state and, when active, its diagnostics."""
-        up = {
-            name
-            for name in NODES
-            if self.states.get(name, "absent") != "absent"
-            or name in self.diagnostics
-            or name in self.in_graph
-        }
+        up = self._alive()
         states = {name: self.state(name) for name in up}
         return bool(up) and all(
             state not in ("absent", "no answer") and (name in self.diagnostics or state != "active")
@@ -410,7 +427,12 @@ def status(namespace: str, once: bool, as_json: bool, timeout_s: float) -> int:
                 collector.poll_states()
                 session.spin_until(lambda: False, 0.1)
                 # Diagnostics come at 1 Hz: listen a little over a period before trusting it.
-                if collector.complete() and time.monotonic() > started + DIAGNOSTICS_WAIT_S:
+                now = time.monotonic()
+                if (
+                    collector.complete()
+                    and now > started + DIAGNOSTICS_WAIT_S
+                    and collector.settled(now)
+                ):
                     break
             snapshot = collector.snapshot()
             if as_json:

@@ -938,8 +938,11 @@ def train(config: TrainConfig) -> TrainResult:
     trainer.accelerator.wait_for_everyone()
     try:
         trainer.load()
-        return trainer.run()
+        result = trainer.run()
+        # The other ranks leave _export while the main one still writes: a rank that tears
+        # its gloo group down first can abort ("terminate called without an active
+        # exception"), so all of them end together.
+        trainer.accelerator.wait_for_everyone()
+        return result
     finally:
-        # A gloo group left to the interpreter's exit can abort a rank ("terminate called
-        # without an active exception") after the model is written.
         trainer.accelerator.end_training()
