@@ -87,7 +87,17 @@ def _fake_stages(tmp_path, calls, cut=()):
 def test_stages_use_held_out_seeds_and_the_raw_command(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(pipeline, "_run", _fake_stages(tmp_path, calls))
-    args = build_parser().parse_args(["train-demo", "--out", str(tmp_path), "--eval-episodes", "2"])
+    args = build_parser().parse_args(
+        [
+            "train-demo",
+            "--out",
+            str(tmp_path),
+            "--eval-episodes",
+            "2",
+            "--ablation",
+            "--lidar-guard",
+        ]
+    )
     assert args.handler(args) == 0
     names = [name for name, _ in calls]
     assert names == [
@@ -133,6 +143,19 @@ def test_stages_use_held_out_seeds_and_the_raw_command(tmp_path, monkeypatch):
     assert value("train", "--history") == "event"
     assert value("train-step-history", "--history") == "step"
     assert (tmp_path / "report.md").is_file()
+
+
+def test_by_default_only_the_model_and_its_two_evals_are_made(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(pipeline, "_run", _fake_stages(tmp_path, calls))
+    args = build_parser().parse_args(["train-demo", "--out", str(tmp_path), "--eval-episodes", "2"])
+    assert args.handler(args) == 0
+    names = [name for name, _ in calls]
+    assert names[-3:] == ["train", "eval-event", "eval-every-frame"]
+    assert "train-step-history" not in names
+    # The reference card's command line (--no-ablation) still parses to the same run.
+    again = build_parser().parse_args(["train-demo", "--out", str(tmp_path), "--no-ablation"])
+    assert (again.ablation, again.lidar_guard) == (False, False)
     assert (tmp_path / "report.json").is_file()
 
 

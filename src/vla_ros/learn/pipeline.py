@@ -11,8 +11,9 @@ mean action), after which neither the image nor the instruction reaches the head
 mean already in the head, `train-trunk` (`--trunk-recipe full` or `lora`) learns the features.
 `train` then trains the head's LSTM on the trained trunk's cached features with event-spaced
 history (`--recipe head`), and `train-step-history` does the same with per-step history (the
-ablation). Last, `sim eval` on held-out seeds event-triggered, every-frame and with the ablation
-model (mobile: also event-triggered behind the safety node's lidar guard), the instruction
+ablation, `--ablation`). Last, `sim eval` on held-out seeds event-triggered and every-frame, with
+`--ablation` the ablation model and with `--lidar-guard` (mobile) event-triggered behind the
+safety node's lidar guard too, the instruction
 alternating English and Korean per episode. Wall time per stage, the results table and the
 paths go to `OUT/report.md` and `OUT/report.json`.
 """
@@ -95,9 +96,17 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--skip", nargs="*", default=[], help="stages to skip when their output exists"
     )
     parser.add_argument(
-        "--no-ablation",
-        action="store_true",
-        help="skip the per-step-history model and its eval",
+        "--ablation",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also train the per-step-history model and evaluate it (default: off)",
+    )
+    parser.add_argument(
+        "--lidar-guard",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="mobile: also evaluate event-triggered behind the safety node's lidar guard "
+        "(default: off)",
     )
     parser.add_argument(
         "--no-korean",
@@ -230,7 +239,7 @@ def _handle(args: argparse.Namespace) -> int:
         "--epochs", str(args.epochs), "--lr", str(args.lr), "--lr-schedule", "cosine",
     ]  # fmt: skip
     stage("train", [*head, "--out", str(model), "--history", "event"], model / "policy.yaml")
-    if not args.no_ablation:
+    if args.ablation:
         stage(
             "train-step-history",
             [*head, "--out", str(step_model), "--history", "step"],
@@ -240,9 +249,9 @@ def _handle(args: argparse.Namespace) -> int:
         ("eval-event", model, "event", []),
         ("eval-every-frame", model, "every-frame", []),
     ]
-    if not args.no_ablation:
+    if args.ablation:
         evals.append(("eval-step-history-event", step_model, "event", []))
-    if robot == "mobile3":
+    if args.lidar_guard and robot == "mobile3":
         from vla_ros.bringup import config_file
 
         guard = ["--params-overlay", str(config_file(LIDAR_GUARD))]
