@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vla_ros.safety.config import MODES, PARAM_DOCS, SafetyConfig, param_names
+from vla_ros.safety.config import MODES, PARAMS, SafetyConfig, param_names
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -12,7 +12,7 @@ def test_defaults_are_valid_and_sized_for_the_mode(mode):
     config = SafetyConfig.for_mode(mode)
     config.validate()
     assert len(config.max_velocity) == config.dof == len(config.axis_names)
-    assert set(param_names(mode)) <= set(PARAM_DOCS)
+    assert set(param_names(mode)) <= set(PARAMS)
 
 
 def test_from_params_coerces_ros_values_and_ignores_foreign_names():

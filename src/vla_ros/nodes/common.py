@@ -75,29 +75,34 @@ class ParameterError(ValueError):
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One declared parameter: default (which fixes its type), documentation and bounds."""
+    """One declared parameter: default (which fixes its type), documentation and bounds
+    (`min`/`max` inclusive, `above` exclusive: the value must be greater)."""
 
     name: str
     default: ParamValue
     description: str
     min: float | None = None
     max: float | None = None
+    above: float | None = None
     choices: Sequence[str] | None = None
     read_only: bool = False
     type_: Parameter.Type | None = None
 
     def check(self, value: Any) -> str | None:
         """Reason the value is unacceptable, or None."""
-        numbers = value if isinstance(value, list | tuple) else [value]
-        for number in numbers:
+        is_list = isinstance(value, list | tuple)
+        for index, number in enumerate(value if is_list else [value]):
             if isinstance(number, bool) or not isinstance(number, int | float):
                 continue
+            where = f"{self.name}[{index}]" if is_list else self.name
             if not math.isfinite(number):
-                return f"{self.name} must be finite, got {number}"
+                return f"{where} must be finite, got {number}"
+            if self.above is not None and number <= self.above:
+                return f"{where} must be > {self.above}, got {number}"
             if self.min is not None and number < self.min:
-                return f"{self.name} must be >= {self.min}, got {number}"
+                return f"{where} must be >= {self.min}, got {number}"
             if self.max is not None and number > self.max:
-                return f"{self.name} must be <= {self.max}, got {number}"
+                return f"{where} must be <= {self.max}, got {number}"
         if self.choices is not None and value not in self.choices:
             return f"{self.name} must be one of {list(self.choices)}, got {value!r}"
         return None

@@ -42,18 +42,17 @@ from vla_ros.nodes.common import (
     diagnostic_array,
     latched_twin_events,
     run_node,
+    unknown_override_problem,
 )
 from vla_ros.nodes.lifecycle import ManagedNode
 from vla_ros.safety.arbiter import InputSpec, LockSpec, RateLimiter
 from vla_ros.safety.config import (
-    GRIPPER_ON_ESTOP,
     MODES,
-    PARAM_DOCS,
+    PARAMS,
     SafetyConfig,
     loosened,
     param_names,
     twist_vector,
-    unknown_keys,
 )
 from vla_ros.safety.validator import (
     Output,
@@ -75,17 +74,18 @@ def parameter_specs(mode: str) -> list[ParamSpec]:
     for name in param_names(mode):
         if name == "mode":
             continue
-        description, low, high = PARAM_DOCS[name]
+        param = PARAMS[name]
         default = getattr(defaults, name)
         is_list = isinstance(default, tuple)
         specs.append(
             ParamSpec(
                 name,
                 list(default) if is_list else default,
-                description,
-                min=low,
-                max=high,
-                choices=GRIPPER_ON_ESTOP if name == "gripper_on_estop" else None,
+                param.description,
+                min=param.low,
+                max=param.high,
+                above=param.above,
+                choices=param.choices,
                 type_=Parameter.Type.DOUBLE_ARRAY if is_list and not default else None,
             )
         )
@@ -215,7 +215,9 @@ class SafetyNode(ManagedNode):
         static = NodeParameters(
             self,
             [
-                ParamSpec("mode", "mobile3", PARAM_DOCS["mode"][0], choices=MODES, read_only=True),
+                ParamSpec(
+                    "mode", "mobile3", PARAMS["mode"].description, choices=MODES, read_only=True
+                ),
                 ParamSpec(
                     "allow_runtime_loosening",
                     False,
@@ -238,9 +240,10 @@ class SafetyNode(ManagedNode):
             self, arbitration_specs(self.mode, static["input_names"], static["lock_names"])
         )
         self._params = NodeParameters(self, parameter_specs(self.mode), validate=self._refusal)
-        self._check_unknown_overrides(
-            ["autostart", *static.values, *wiring.values, *self._params.values]
-        )
+        # At construction, not only at configure: a misspelled limit must never run a moment.
+        unknown = unknown_override_problem(self)
+        if unknown is not None:
+            raise ParameterError(unknown)
         inputs, locks = self._arbitration(static["input_names"], static["lock_names"], wiring)
         self.core = SafetyValidator(self._config(self._params.values), inputs, locks)
         self._params.add_listener(self._on_params)
@@ -338,17 +341,6 @@ class SafetyNode(ManagedNode):
         ]
         locks = [LockSpec(name, int(wiring[f"locks.{name}.priority"])) for name in lock_names]
         return inputs, locks
-
-    def _check_unknown_overrides(self, declared: Sequence[str]) -> None:
-        """A misspelled key in this node's parameter file section would silently fall back to
-        its default: refuse to start, naming it."""
-        overrides = getattr(self, "_parameter_overrides", {}) or {}
-        unknown = unknown_keys(dict.fromkeys(overrides), extra=declared)
-        if unknown:
-            raise ParameterError(
-                f"unknown parameter(s) for {NODE_NAME}: {', '.join(unknown)} "
-                "(misspelled? see `ros2 param list` or config/*.yaml)"
-            )
 
     # -------------------------------------------------------------------------------- output
 

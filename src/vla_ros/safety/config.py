@@ -8,7 +8,7 @@ refusal always names the offending parameter, whether it came from a YAML file a
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -34,31 +34,53 @@ def twist_vector(msg: Any) -> tuple[float, ...]:
     return (linear.x, linear.y, linear.z, angular.x, angular.y, angular.z)
 
 
-MOBILE_ONLY = frozenset(
-    {
-        "scan_timeout",
-        "scan_pose",
-        "stop_zone",
-        "slowdown_zone",
-        "slowdown_ratio",
-        "footprint",
-        "time_to_collision_s",
-        "geofence",
-        "geofence_margin",
-        "odom_timeout",
-    }
-)
-ARM_ONLY = frozenset(
-    {
-        "gripper_on_estop",
-        "pose_timeout",
-        "workspace_min",
-        "workspace_max",
-        "workspace_sphere_center",
-        "workspace_sphere_radius",
-        "workspace_margin",
-    }
-)
+@dataclass(frozen=True)
+class Param:
+    """One safety parameter, declared once: the node's descriptor and start-up check,
+    `validate()` (so `bag check --params` and the invariants), `loosened()` and `param_names()`
+    all read it.
+
+    `above` is an exclusive lower bound (the value must be greater), `low`/`high` inclusive
+    ones; a tuple parameter applies them to every element. `scope` is the platform it belongs
+    to (`base`, `arm` or `any`); `tighter` says which change makes the limit stricter (see
+    `loosened`).
+    """
+
+    description: str
+    tighter: str
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+    scope: str = "any"
+    choices: tuple[str, ...] | None = None
+    per_axis: bool = False
+
+    def problem(self, name: str, value: Any, labels: Sequence[str] = ()) -> str | None:
+        """Why `value` is outside the declared bounds or choices, or None."""
+        if self.choices is not None and value not in self.choices:
+            return f"{name} must be one of {list(self.choices)}, got {value!r}"
+        numbers = value if isinstance(value, tuple | list) else (value,)
+        for index, number in enumerate(numbers):
+            if isinstance(number, bool) or not isinstance(number, int | float):
+                continue
+            where = name
+            if isinstance(value, tuple | list):
+                label = f" ({labels[index]})" if self.per_axis and index < len(labels) else ""
+                where = f"{name}[{index}]{label}"
+            if not math.isfinite(number):
+                return f"{where} must be finite, got {number}"
+            if self.above is not None and number <= self.above:
+                return f"{where} must be > {self.above:g}, got {number}"
+            low_ok = self.low is None or number >= self.low
+            high_ok = self.high is None or number <= self.high
+            if low_ok and high_ok:
+                continue
+            if self.low is not None and self.high is not None:
+                return f"{where} must be in [{self.low:g}, {self.high:g}], got {number}"
+            if not low_ok:
+                return f"{where} must be >= {self.low:g}, got {number}"
+            return f"{where} must be <= {self.high:g}, got {number}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -153,11 +175,9 @@ class SafetyConfig:
         if self.mode not in AXIS_NAMES:
             raise ValueError(f"mode must be one of {list(AXIS_NAMES)}, got {self.mode!r}")
         for spec in fields(self):
-            value = getattr(self, spec.name)
-            numbers = value if isinstance(value, tuple) else (value,)
-            for number in numbers:
-                if isinstance(number, float) and not math.isfinite(number):
-                    raise ValueError(f"{spec.name} must be finite, got {number}")
+            reason = PARAMS[spec.name].problem(spec.name, getattr(self, spec.name), self.axis_names)
+            if reason is not None:
+                raise ValueError(reason)
         dof = self.dof
         for name in ("max_velocity", "min_velocity", "max_accel", "max_decel", "deadband"):
             if len(getattr(self, name)) != dof:
@@ -176,63 +196,11 @@ class SafetyConfig:
                     f"min_velocity[{axis}]..max_velocity[{axis}] ({label}) = [{low}, {high}] "
                     "must contain 0, otherwise the robot could never stop"
                 )
-        for name in ("max_accel", "max_decel"):
-            for axis, value in enumerate(getattr(self, name)):
-                if value <= 0:
-                    raise ValueError(
-                        f"{name}[{axis}] ({self.axis_names[axis]}) must be > 0 (a magnitude), "
-                        f"got {value}"
-                    )
-        for axis, value in enumerate(self.deadband):
-            if value < 0:
-                raise ValueError(f"deadband[{axis}] must be >= 0, got {value}")
-        positive = (
-            "output_rate_hz",
-            "max_linear_speed",
-            "max_angular_speed",
-            "max_input_magnitude",
-            "command_timeout",
-            "max_command_age",
-            "lookahead_s",
-            "scan_timeout",
-            "odom_timeout",
-            "pose_timeout",
-            "max_confidence_age",
-            "fault_window_s",
-        )
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.output_rate_hz > 1000:
-            raise ValueError(f"output_rate_hz must be <= 1000, got {self.output_rate_hz}")
         biggest = max(abs(v) for v in (*self.max_velocity, *self.min_velocity))
         if self.max_input_magnitude < biggest:
             raise ValueError(
                 f"max_input_magnitude ({self.max_input_magnitude}) must be >= the largest "
                 f"velocity limit ({biggest}); it marks inputs that are rejected, not clamped"
-            )
-        non_negative = (
-            "future_tolerance",
-            "time_to_collision_s",
-            "geofence_margin",
-            "workspace_sphere_radius",
-            "workspace_margin",
-        )
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.fault_max_rejections < 0:
-            raise ValueError(
-                f"fault_max_rejections must be >= 0 (0 disables), got {self.fault_max_rejections}"
-            )
-        if not 0.0 <= self.min_confidence <= 1.0:
-            raise ValueError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
-        if not 0.0 <= self.slowdown_ratio <= 1.0:
-            raise ValueError(f"slowdown_ratio must be in [0, 1], got {self.slowdown_ratio}")
-        if self.gripper_on_estop not in GRIPPER_ON_ESTOP:
-            raise ValueError(
-                f"gripper_on_estop must be one of {list(GRIPPER_ON_ESTOP)}, "
-                f"got {self.gripper_on_estop!r}"
             )
         if self.space.stamped and not self.command_frame:
             raise ValueError(f"command_frame must name the twist frame in mode {self.mode}, got ''")
@@ -281,95 +249,146 @@ class SafetyConfig:
             raise ValueError(f"{unused[0]} is not used in mode {self.mode}; remove it")
 
 
-PARAM_DOCS: dict[str, tuple[str, float | None, float | None]] = {
-    "mode": ("mobile3 (vx, vy, wz) or arm7 (end-effector twist + gripper); read-only", None, None),
-    "output_rate_hz": ("Rate of the command output timer", 1.0, 1000.0),
-    "max_velocity": ("Per-axis upper velocity limit (m/s, rad/s)", None, None),
-    "min_velocity": ("Per-axis lower velocity limit; [min, max] must contain 0", None, None),
-    "max_linear_speed": ("Norm limit on the linear part (vx, vy[, vz])", 0.0, None),
-    "max_angular_speed": ("Norm limit on the angular part (wz or wx, wy, wz)", 0.0, None),
-    "scale_velocities": (
-        "Scale the whole vector instead of clipping axes (keeps direction)",
-        None,
-        None,
+_AXES = {"per_axis": True}
+PARAMS: dict[str, Param] = {
+    "mode": Param(
+        "mobile3 (vx, vy, wz) or arm7 (end-effector twist + gripper); read-only",
+        "fixed",
+        choices=MODES,
     ),
-    "max_accel": ("Per-axis acceleration magnitude (speeding up), > 0", None, None),
-    "max_decel": ("Per-axis deceleration magnitude (slowing down), > 0", None, None),
-    "deadband": ("Per-axis output magnitude below which the output is 0", None, None),
-    "max_input_magnitude": ("Inputs with any |component| above this are rejected", 0.0, None),
-    "command_timeout": ("No valid command for this long -> decelerate to zero", 0.0, None),
-    "hold_zero_s": (
-        "Keep publishing zero this long after a timeout stop; < 0 = forever",
-        None,
-        None,
+    "output_rate_hz": Param("Rate of the command output timer", "higher", low=1.0, high=1000.0),
+    "max_velocity": Param("Per-axis upper velocity limit (m/s, rad/s)", "each_lower", **_AXES),
+    "min_velocity": Param(
+        "Per-axis lower velocity limit; [min, max] must contain 0", "each_higher", **_AXES
     ),
-    "max_command_age": ("Reject commands whose stamp is older than this", 0.0, None),
-    "future_tolerance": ("Reject commands stamped further than this in the future", 0.0, None),
-    "accept_zero_stamp": (
-        "Accept zero stamps (treated as receipt time) instead of rejecting",
-        None,
-        None,
+    "max_linear_speed": Param("Norm limit on the linear part (vx, vy[, vz])", "lower", above=0.0),
+    "max_angular_speed": Param(
+        "Norm limit on the angular part (wz or wx, wy, wz)", "lower", above=0.0
     ),
-    "command_frame": (
-        "Required frame_id of stamped commands, sensor poses and the arm output",
-        None,
-        None,
+    "scale_velocities": Param(
+        "Scale the whole vector instead of clipping axes (keeps direction)", "true"
     ),
-    "min_confidence": (
+    "max_accel": Param(
+        "Per-axis acceleration magnitude (speeding up), > 0", "each_lower", above=0.0, **_AXES
+    ),
+    "max_decel": Param(
+        "Per-axis deceleration magnitude (slowing down), > 0", "each_higher", above=0.0, **_AXES
+    ),
+    "deadband": Param(
+        "Per-axis output magnitude below which the output is 0", "each_higher", low=0.0, **_AXES
+    ),
+    "max_input_magnitude": Param(
+        "Inputs with any |component| above this are rejected", "lower", above=0.0
+    ),
+    "command_timeout": Param(
+        "No valid command for this long -> decelerate to zero", "lower", above=0.0
+    ),
+    "hold_zero_s": Param(
+        "Keep publishing zero this long after a timeout stop; < 0 = forever", "hold_zero"
+    ),
+    "max_command_age": Param("Reject commands whose stamp is older than this", "lower", above=0.0),
+    "future_tolerance": Param(
+        "Reject commands stamped further than this in the future", "lower", low=0.0
+    ),
+    "accept_zero_stamp": Param(
+        "Accept zero stamps (treated as receipt time) instead of rejecting", "false"
+    ),
+    "command_frame": Param(
+        "Required frame_id of stamped commands, sensor poses and the arm output", "any_change"
+    ),
+    "min_confidence": Param(
         "Commands whose /vla/confidence is below this are replaced by zero",
-        0.0,
-        1.0,
+        "higher",
+        low=0.0,
+        high=1.0,
     ),
-    "max_confidence_age": (
+    "max_confidence_age": Param(
         "With min_confidence > 0: no confidence this fresh -> zero (the gate fails closed)",
-        0.0,
-        None,
+        "lower",
+        above=0.0,
     ),
-    "fault_max_rejections": (
+    "fault_max_rejections": Param(
         "More rejected commands than this within fault_window_s -> stop, latched until ~/reset;"
         " 0 disables",
-        0,
-        100000,
+        "zero_disables",
+        low=0,
+        high=100000,
     ),
-    "fault_window_s": ("Window of the fault latch's rejection count", 0.0, None),
-    "lookahead_s": ("Prediction horizon for zones, geofence and workspace", 0.0, None),
-    "scan_timeout": ("A configured scan older than this -> stop", 0.0, None),
-    "scan_pose": ("Laser pose in the base frame [x, y, yaw]", None, None),
-    "stop_zone": (
+    "fault_window_s": Param("Window of the fault latch's rejection count", "higher", above=0.0),
+    "lookahead_s": Param(
+        "Prediction horizon for zones, geofence and workspace", "higher", above=0.0
+    ),
+    "scan_timeout": Param(
+        "A configured scan older than this -> stop", "lower", above=0.0, scope="base"
+    ),
+    "scan_pose": Param("Laser pose in the base frame [x, y, yaw]", "any_change", scope="base"),
+    "stop_zone": Param(
         "Polygon (base frame): no motion that takes any obstacle point deeper",
-        None,
-        None,
+        "zone",
+        scope="base",
     ),
-    "slowdown_zone": (
+    "slowdown_zone": Param(
         "Polygon (base frame): scan points inside -> scale by slowdown_ratio",
-        None,
-        None,
+        "zone",
+        scope="base",
     ),
-    "slowdown_ratio": ("Velocity scale while the slowdown zone is occupied", 0.0, 1.0),
-    "footprint": ("Robot footprint polygon for the time-to-collision check", None, None),
-    "time_to_collision_s": ("Scale velocity by t_collision / this; 0 disables", 0.0, None),
-    "geofence": (
+    "slowdown_ratio": Param(
+        "Velocity scale while the slowdown zone is occupied",
+        "lower",
+        low=0.0,
+        high=1.0,
+        scope="base",
+    ),
+    "footprint": Param(
+        "Robot footprint polygon for the time-to-collision check", "any_change", scope="base"
+    ),
+    "time_to_collision_s": Param(
+        "Scale velocity by t_collision / this; 0 disables", "higher", low=0.0, scope="base"
+    ),
+    "geofence": Param(
         "Polygon in the odometry frame the robot must stay inside; [] disables",
-        None,
-        None,
+        "zone",
+        scope="base",
     ),
-    "geofence_margin": ("Slow down within this distance of the geofence", 0.0, None),
-    "odom_timeout": ("Odometry older than this (with a geofence) -> stop", 0.0, None),
-    "gripper_on_estop": ("Gripper output under e-stop: hold, open or close", None, None),
-    "pose_timeout": ("End-effector pose older than this (with a workspace) -> stop", 0.0, None),
-    "workspace_min": ("Workspace box lower corner [x, y, z]; [] disables the box", None, None),
-    "workspace_max": ("Workspace box upper corner [x, y, z]", None, None),
-    "workspace_sphere_center": ("Workspace sphere centre [x, y, z]", None, None),
-    "workspace_sphere_radius": ("Workspace sphere radius; 0 disables", 0.0, None),
-    "workspace_margin": ("Slow down within this distance of a workspace bound", 0.0, None),
+    "geofence_margin": Param(
+        "Slow down within this distance of the geofence", "higher", low=0.0, scope="base"
+    ),
+    "odom_timeout": Param(
+        "Odometry older than this (with a geofence) -> stop", "lower", above=0.0, scope="base"
+    ),
+    "gripper_on_estop": Param(
+        "Gripper output under e-stop: hold, open or close",
+        "any_change",
+        scope="arm",
+        choices=GRIPPER_ON_ESTOP,
+    ),
+    "pose_timeout": Param(
+        "End-effector pose older than this (with a workspace) -> stop",
+        "lower",
+        above=0.0,
+        scope="arm",
+    ),
+    "workspace_min": Param(
+        "Workspace box lower corner [x, y, z]; [] disables the box", "each_higher", scope="arm"
+    ),
+    "workspace_max": Param("Workspace box upper corner [x, y, z]", "each_lower", scope="arm"),
+    "workspace_sphere_center": Param(
+        "Workspace sphere centre [x, y, z]", "any_change", scope="arm"
+    ),
+    "workspace_sphere_radius": Param(
+        "Workspace sphere radius; 0 disables", "zero_disables", low=0.0, scope="arm"
+    ),
+    "workspace_margin": Param(
+        "Slow down within this distance of a workspace bound", "higher", low=0.0, scope="arm"
+    ),
 }
-"""Description, lower and upper bound of every parameter, for the node's declarations."""
+"""Every SafetyConfig field's declaration, in field order."""
 
 
 def param_names(mode: str) -> tuple[str, ...]:
     """Parameters that make sense in `mode` (the node declares only these)."""
-    skip = ARM_ONLY if action_spaces.get(mode).platform == "base" else MOBILE_ONLY
-    return tuple(f.name for f in fields(SafetyConfig) if f.name not in skip)
+    platform = action_spaces.get(mode).platform
+    return tuple(name for name, param in PARAMS.items() if param.scope in ("any", platform))
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
@@ -398,38 +417,35 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
     return tuple(float(item) for item in items)
 
 
-# A lower output rate is looser too: the watchdog, the ramps and every zone act later.
-_TIGHTER_IS_HIGHER = frozenset(
-    {
-        "min_confidence",
-        "lookahead_s",
-        "time_to_collision_s",
-        "geofence_margin",
-        "workspace_margin",
-        "output_rate_hz",
-    }
-)
-_TIGHTER_IS_LOWER = frozenset(
-    {
-        "max_linear_speed",
-        "max_angular_speed",
-        "max_input_magnitude",
-        "command_timeout",
-        "max_command_age",
-        "future_tolerance",
-        "scan_timeout",
-        "odom_timeout",
-        "pose_timeout",
-        "max_confidence_age",
-        "slowdown_ratio",
-    }
-)
-# Lower is tighter, except 0: it switches these checks off, so it is the loosest value.
-_ZERO_DISABLES = frozenset({"fault_max_rejections", "workspace_sphere_radius"})
-_ANY_CHANGE = frozenset(
-    {"command_frame", "scan_pose", "gripper_on_estop", "workspace_sphere_center", "footprint"}
-)
-_ZONES = frozenset({"stop_zone", "slowdown_zone", "geofence"})
+def _each_looser(old: tuple[float, ...], new: tuple[float, ...], higher_is_looser: bool) -> bool:
+    """Per-element limits: none before means nothing was limited; removing or resizing them
+    (or moving any element the loose way) loosens."""
+    if not old:
+        return False
+    if len(old) != len(new):
+        return True
+    return any((y > x) if higher_is_looser else (y < x) for x, y in zip(old, new, strict=True))
+
+
+_LOOSER: dict[str, Callable[[Any, Any], bool]] = {
+    "lower": lambda a, b: b > a,
+    "higher": lambda a, b: b < a,
+    "zero_disables": lambda a, b: b == 0 or (a != 0 and b > a),
+    "each_lower": lambda a, b: _each_looser(a, b, higher_is_looser=True),
+    "each_higher": lambda a, b: _each_looser(a, b, higher_is_looser=False),
+    "hold_zero": lambda a, b: a < 0 or 0 <= b < a,
+    "true": lambda a, b: not b,
+    "false": lambda a, b: bool(b),
+    "zone": lambda a, b: bool(a),
+    "any_change": lambda a, b: True,
+    "fixed": lambda a, b: False,
+}
+"""Whether a change from a to b loosens, by a parameter's `tighter` kind: `lower`/`higher`
+(which direction is stricter; a lower output rate is looser too, since the watchdog, ramps and
+zones act later), `zero_disables` (lower is stricter, but 0 switches the check off), `each_*`
+(per element), `hold_zero` (< 0 holds forever), `true`/`false` (the stricter setting), `zone`
+(adding one tightens, changing or removing it loosens), `any_change` (no order: frames, poses,
+polygons), `fixed` (not a limit)."""
 
 
 def loosened(old: SafetyConfig, new: SafetyConfig) -> list[str]:
@@ -440,36 +456,9 @@ def loosened(old: SafetyConfig, new: SafetyConfig) -> list[str]:
     laser pose) count as loosening: only an explicit permission may make them at run time.
     """
     names = []
-    for spec in fields(SafetyConfig):
-        name = spec.name
+    for name, param in PARAMS.items():
         a, b = getattr(old, name), getattr(new, name)
-        if a == b:
-            continue
-        if name in _ZERO_DISABLES:
-            worse = b == 0 or (a != 0 and b > a)
-        elif name in _TIGHTER_IS_LOWER:
-            worse = b > a
-        elif name in _TIGHTER_IS_HIGHER or name == "fault_window_s":
-            worse = b < a
-        elif name == "max_velocity" or name == "max_accel":
-            worse = len(a) != len(b) or any(y > x for x, y in zip(a, b, strict=True))
-        elif name in ("min_velocity", "max_decel", "deadband"):
-            worse = len(a) != len(b) or any(y < x for x, y in zip(a, b, strict=True))
-        elif name == "hold_zero_s":
-            worse = a < 0 or (0 <= b < a)
-        elif name in ("scale_velocities", "accept_zero_stamp"):
-            worse = b if name == "accept_zero_stamp" else not b
-        elif name in _ZONES:
-            worse = bool(a)
-        elif name == "workspace_min":
-            worse = bool(a) and (not b or any(y < x for x, y in zip(a, b, strict=True)))
-        elif name == "workspace_max":
-            worse = bool(a) and (not b or any(y > x for x, y in zip(a, b, strict=True)))
-        elif name in _ANY_CHANGE:
-            worse = True
-        else:  # mode: not a limit (and it cannot change at run time anyway)
-            worse = False
-        if worse:
+        if a != b and _LOOSER[param.tighter](a, b):
             names.append(name)
     return names
 
