@@ -89,6 +89,16 @@ def test_good_trace_passes(tmp_path, params_file):
     assert result.summary().endswith("PASS")
 
 
+def test_a_misspelled_limit_in_the_params_file_is_refused_as_the_node_refuses_it(tmp_path):
+    """It used to be ignored, so the recording was checked against the default limit."""
+    write_mobile_run(tmp_path / "run", ramp(), raw_inputs())
+    path = tmp_path / "typo.yaml"
+    section = {**PARAMS, "max_linar_speed": 0.2}
+    path.write_text(yaml.safe_dump({"vla_safety": {"ros__parameters": section}}), encoding="utf-8")
+    with pytest.raises(BagError, match=r"max_linar_speed \(did you mean max_linear_speed\?\)"):
+        check_bag(tmp_path / "run", path)
+
+
 def test_planted_jump_fails_and_names_its_timestamp(tmp_path, params_file):
     outputs = ramp()
     outputs[60] = (outputs[60][0], (0.5, 0.0, 0.0))

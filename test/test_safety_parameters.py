@@ -4,20 +4,31 @@ at and around every declared bound and choice."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import pytest
 from rclpy.parameter import Parameter
 
 from vla_ros import action_space as action_spaces
-from vla_ros.bag.check import check_bag
+from vla_ros.bag.check import check_bag, load_node_params
 from vla_ros.bag.io import BagError, BagWriter
 from vla_ros.nodes.common import ParameterError
 from vla_ros.nodes.safety_node import SafetyNode
-from vla_ros.safety.config import PARAMS, SafetyConfig, param_names
+from vla_ros.safety.config import (
+    DEFAULT_INPUTS,
+    DEFAULT_LOCKS,
+    PARAMS,
+    ROS_BUILTINS,
+    SafetyConfig,
+    param_names,
+    section_keys,
+)
 
 MODES = action_spaces.names()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bounded(mode: str) -> list[str]:
@@ -152,3 +163,47 @@ def test_a_zero_speed_limit_is_refused_by_the_declaration_too():
     assert PARAMS["max_linear_speed"].problem("max_linear_speed", 0.0) == (
         "max_linear_speed must be > 0, got 0.0"
     )
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("inputs", "locks"), [(DEFAULT_INPUTS, DEFAULT_LOCKS), (("vla", "joy"), ("pause", "dock"))]
+)
+def test_the_offline_key_list_is_what_the_node_declares(ros_context, mode, inputs, locks):
+    node = SafetyNode(
+        context=ros_context,
+        parameter_overrides=[
+            Parameter("mode", value=mode),
+            Parameter("input_names", value=list(inputs)),
+            Parameter("lock_names", value=list(locks)),
+        ],
+    )
+    try:
+        declared = set(node.get_parameters_by_prefix("")) - set(ROS_BUILTINS)
+    finally:
+        node.destroy_node()
+    assert declared == section_keys(mode, inputs, locks)
+
+
+def _misspelled(key: str) -> str:
+    middle = len(key) // 2
+    return key[:middle] + key[middle + 1 :]
+
+
+@pytest.mark.parametrize("file", ["mobile.yaml", "arm.yaml"])
+def test_a_misspelled_key_is_refused_by_the_node_and_by_bag_check(ros_context, empty_bag, file):
+    section = load_node_params(ROOT / "config" / file, "vla_safety")
+    check_bag(empty_bag, section)
+    for key in sorted(section):
+        typo = {**{k: v for k, v in section.items() if k != key}, _misspelled(key): section[key]}
+        with pytest.raises(ParameterError) as refused:
+            SafetyNode(
+                context=ros_context,
+                parameter_overrides=[Parameter(k, value=v) for k, v in typo.items()],
+            )
+        if key != "mode":  # without it the node is mobile3, whose limits an arm file breaks
+            assert _misspelled(key) in str(refused.value)
+        # A recording's topics name the mode; this one has none, so it is passed.
+        near = f"{_misspelled(key)} (did you mean {key}?)"
+        with pytest.raises(BagError, match=re.escape(near)):
+            check_bag(empty_bag, typo, mode=section["mode"])

@@ -221,7 +221,7 @@ def check_bag(
     outputs at `output_rate_hz`), `min_duration_s` (default: the time `min_commands` outputs
     take) and `require` (topic names) make a thin recording fail.
     """
-    from vla_ros.safety.config import SafetyConfig, twist_vector
+    from vla_ros.safety.config import SafetyConfig, twist_vector, unknown_keys
     from vla_ros.safety.invariants import TraceSample, check_trace
 
     if params is None:
@@ -234,6 +234,10 @@ def check_bag(
         info = reader.info()
         try:
             mode = action_spaces.canonical(mode or values.get("mode") or _detect_mode(info))
+            # The node refuses to start with a key it does not declare: so does the check.
+            unknown = unknown_keys({**values, "mode": mode})
+            if unknown:
+                raise ValueError(f"unknown parameter(s) for {node}: {', '.join(unknown)}")
             config = SafetyConfig.from_params({**values, "mode": mode})
             config.validate()
         except ValueError as exc:

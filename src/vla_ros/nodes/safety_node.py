@@ -47,6 +47,8 @@ from vla_ros.nodes.common import (
 from vla_ros.nodes.lifecycle import ManagedNode
 from vla_ros.safety.arbiter import InputSpec, LockSpec, RateLimiter
 from vla_ros.safety.config import (
+    DEFAULT_INPUTS,
+    DEFAULT_LOCKS,
     MODES,
     PARAMS,
     SafetyConfig,
@@ -226,11 +228,16 @@ class SafetyNode(ManagedNode):
                 ),
                 ParamSpec(
                     "input_names",
-                    ["vla", "teleop"],
+                    list(DEFAULT_INPUTS),
                     "Command inputs (inputs.<name>.*)",
                     read_only=True,
                 ),
-                ParamSpec("lock_names", ["pause"], "Lock inputs (locks.<name>.*)", read_only=True),
+                ParamSpec(
+                    "lock_names",
+                    list(DEFAULT_LOCKS),
+                    "Lock inputs (locks.<name>.*)",
+                    read_only=True,
+                ),
             ],
         )
         self.mode: str = action_spaces.canonical(static["mode"])

@@ -463,15 +463,59 @@ def loosened(old: SafetyConfig, new: SafetyConfig) -> list[str]:
     return names
 
 
-def unknown_keys(params: Mapping[str, Any], extra: Sequence[str] = ()) -> list[str]:
-    """Keys of a vla_safety parameter section that no parameter is called: a misspelling there
-    would otherwise fall back to the default silently. `extra` names node-level parameters."""
-    known = {spec.name for spec in fields(SafetyConfig)} | set(extra) | {"use_sim_time"}
-    return sorted(k for k in params if k not in known and not _is_ros_builtin(k))
+DEFAULT_INPUTS = ("vla", "teleop")
+DEFAULT_LOCKS = ("pause",)
+INPUT_FIELDS = ("topic", "priority", "timeout", "enable_topic")
+GRIPPER_INPUT_FIELD = "gripper_topic"
+"""Only where the action space has a gripper."""
+LOCK_FIELDS = ("topic", "priority")
+NODE_PARAMS = ("allow_runtime_loosening", "input_names", "lock_names")
+UNSTAMPED_INPUT_PARAM = "input_stamped"
+"""Only where the output is an unstamped Twist (its input may still be stamped)."""
+ROS_BUILTINS = ("use_sim_time", "autostart", "start_type_description_service")
 
 
-def _is_ros_builtin(name: str) -> bool:
-    return name.startswith("qos_overrides.") or name == "start_type_description_service"
+def section_keys(
+    mode: str, inputs: Sequence[str] = DEFAULT_INPUTS, locks: Sequence[str] = DEFAULT_LOCKS
+) -> set[str]:
+    """Every key the vla_safety node declares in `mode` with these inputs and locks: what its
+    parameter-file section may hold (besides rcl's own, see `unknown_keys`)."""
+    space = action_spaces.get(mode)
+    fields_per_input = (*INPUT_FIELDS, GRIPPER_INPUT_FIELD) if space.gripper else INPUT_FIELDS
+    keys = {*param_names(mode), *NODE_PARAMS}
+    if not space.stamped:
+        keys.add(UNSTAMPED_INPUT_PARAM)
+    keys |= {f"inputs.{name}.{field}" for name in inputs for field in fields_per_input}
+    keys |= {f"locks.{name}.{field}" for name in locks for field in LOCK_FIELDS}
+    return keys
+
+
+def unknown_keys(params: Mapping[str, Any]) -> list[str]:
+    """A vla_safety section's keys the node would refuse to start with, each with the nearest
+    real one: a misspelling would otherwise leave that limit at its default."""
+    import difflib
+
+    mode = params.get("mode", "mobile3")
+    if not isinstance(mode, str) or mode not in MODES:
+        return []  # validate() names a bad mode
+    known = section_keys(
+        mode,
+        _names(params.get("input_names"), DEFAULT_INPUTS),
+        _names(params.get("lock_names"), DEFAULT_LOCKS),
+    )
+    unknown = []
+    for key in sorted(params):
+        if key in known or key in ROS_BUILTINS or key.startswith("qos_overrides."):
+            continue
+        near = difflib.get_close_matches(key, sorted(known), n=1)
+        unknown.append(f"{key} (did you mean {near[0]}?)" if near else key)
+    return unknown
+
+
+def _names(value: Any, default: Sequence[str]) -> Sequence[str]:
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return value
+    return default
 
 
 def _check_polygon(name: str, flat: tuple[float, ...]) -> None:
