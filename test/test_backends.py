@@ -250,6 +250,37 @@ def test_unknown_or_unavailable_backends_refuse_to_load(tiny_model_dir):
         providers_for(torch.device("cuda:0"), ["CPUExecutionProvider"], Path("cache"))
 
 
+class _CountingTrunk:
+    """A toy backend: the torch trunk, counting how often it was loaded."""
+
+    loads = 0
+
+    @classmethod
+    def load(cls, model_dir, device, dtype, action_token):
+        from vla_ros.policy.backbone import PaliGemmaBackbone
+
+        cls.loads += 1
+        return PaliGemmaBackbone.load(model_dir, device, dtype, action_token)
+
+
+def test_a_new_backend_is_one_registration(tiny_model_dir):
+    from vla_ros.policy.backends import REGISTRY, Backend, register
+
+    register(Backend("toy", f"{__name__}:_CountingTrunk.load", graphs=False))
+    try:
+        with pytest.raises(ValueError, match="registered already"):
+            register(Backend("toy", f"{__name__}:_CountingTrunk.load", graphs=False))
+        policy = VLAPolicy.from_pretrained(tiny_model_dir, backend="toy")
+        assert _CountingTrunk.loads == 1
+        reference = VLAPolicy.from_pretrained(tiny_model_dir)
+        frame = np.full((64, 64, 3), 128, dtype=np.uint8)
+        assert np.array_equal(
+            policy.step(frame, "go left").motion, reference.step(frame, "go left").motion
+        )
+    finally:
+        REGISTRY.pop("toy")
+
+
 @pytest.mark.ros
 def test_inference_node_refuses_to_start_when_its_backend_cannot_load(
     ros_context, tmp_path, tiny_model_dir

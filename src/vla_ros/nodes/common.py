@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import signal
 import sys
@@ -361,17 +360,10 @@ def init_without_signal_handlers(args: Sequence[str] | None, context: Context | 
 
 
 def stop_nodes(nodes: Sequence[Node], context: Context | None = None) -> None:
-    """Zero every output first (lifecycle deactivate + shutdown for managed nodes, else
-    `stop_output`), then destroy nodes and context."""
-    from vla_ros.nodes.lifecycle import ManagedNode
-    from vla_ros.nodes.lifecycle import stop as stop_managed
-
+    """Zero every output first (`stop_for_exit`: lifecycle deactivate + shutdown for managed
+    nodes, else `stop_output`), then destroy nodes and context."""
     for node in nodes:
-        stop = (
-            functools.partial(stop_managed, node)
-            if isinstance(node, ManagedNode)
-            else getattr(node, "stop_output", None)
-        )
+        stop = getattr(node, "stop_for_exit", None) or getattr(node, "stop_output", None)
         if stop is not None:
             try:
                 stop()

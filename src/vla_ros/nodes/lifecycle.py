@@ -53,6 +53,10 @@ class ManagedNode(LifecycleNode):
     def release_node(self) -> None:
         """Undo `configure_node`, also after it failed half-way."""
 
+    def stop_for_exit(self) -> None:
+        """The orderly way down (`stop`), under the name `common.stop_nodes` looks for."""
+        stop(self)
+
     # ---------------------------------------------------------------- plumbing
     def finish_init(self, autostart: bool | None) -> None:
         """End of a subclass constructor: configure + activate now when asked to.

@@ -228,6 +228,21 @@ class PaliGemmaBackbone(nn.Module):
         backbone = cls(vlm, tokenizer, preprocessing)
         return backbone.to(device)
 
+    @classmethod
+    def load(
+        cls,
+        model_dir: str | Path,
+        device: torch.device,
+        dtype: torch.dtype,
+        action_token: torch.Tensor,
+    ) -> PaliGemmaBackbone:
+        """The `torch` trunk backend (see `policy/backends.py`): the eager model with the
+        policy's trained action token."""
+        backbone = cls.from_pretrained(model_dir, device=device, dtype=dtype)
+        with torch.no_grad():
+            backbone.action_token.copy_(action_token.to(backbone.action_token))
+        return backbone
+
     @property
     def vision_tower(self) -> nn.Module:
         return self.vlm.model.vision_tower

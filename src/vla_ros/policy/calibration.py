@@ -10,15 +10,24 @@ never used for calibration.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from vla_ros.policy.onnx_export import Sample
+import numpy as np
 
 MAX_FRAMES = 48
 HOLD_OUT_EVERY = 4
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 INSTRUCTION_TYPE = "std_msgs/msg/String"
 FALLBACK_INSTRUCTION = "go to the red box"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One model input: an RGB frame at the model's size and the instruction it is paired with."""
+
+    frame: np.ndarray
+    instruction: str
 
 
 def calibration_samples(

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from vla_ros.policy.backbone import MAX_TEXT_TOKENS, PREPROCESSOR_FILE, ImagePreprocessing
-from vla_ros.policy.backends import BACKENDS
+from vla_ros.policy.backends import REGISTRY
 from vla_ros.policy.codec import ActionCodec
 from vla_ros.policy.config import HEAD_FILE, POLICY_FILE, PolicyConfig
 from vla_ros.policy.head import LSTMPolicyHead, load_head_weights
@@ -163,8 +163,8 @@ class VLAPolicy:
         (the graphs `vla-ros export` wrote to `onnx_dir`, default MODEL_DIR/onnx). A backend
         that cannot load raises BackendError (or the file error) instead of falling back.
         """
-        if backend not in BACKENDS:
-            raise BackendError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+        if backend not in REGISTRY:
+            raise BackendError(f"backend must be one of {list(REGISTRY)}, got {backend!r}")
         path = check_model_dir(model_dir)
         check_model_files(path)
         device = resolve_device(device)

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vla_ros.policy.calibration import Sample, calibration_samples
 from vla_ros.policy.manifest import PRECISIONS, ExportManifest, GraphEntry, sha256_file
 from vla_ros.policy.trunk import DEFAULT_ONNX_DIR
 
@@ -269,12 +270,6 @@ def parity_frames(size: int, count: int = PARITY_FRAMES, seed: int = 7) -> list[
 
 
 @dataclass(frozen=True)
-class Sample:
-    frame: np.ndarray
-    instruction: str
-
-
-@dataclass(frozen=True)
 class RunResult:
     """One pass of a policy over samples: per-step features, normalized motion, gripper, and the
     trunk time of each step (preprocess + vision + decoder, as `VLAPolicy.step` measures it)."""
@@ -372,8 +367,6 @@ def export_onnx(
     reference_policy = VLAPolicy.from_pretrained(path, dtype=torch.float32)
     size = reference_policy.backbone.image_size
     if calibration is not None:
-        from vla_ros.policy.calibration import calibration_samples
-
         calib, held_out = calibration_samples(calibration, size)
     else:
         calib, held_out = (

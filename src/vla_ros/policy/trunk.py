@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from vla_ros.policy.backbone import PREPROCESSOR_FILE, ImagePreprocessing, instruction_ids
-from vla_ros.policy.backends import BACKENDS
+from vla_ros.policy.backends import REGISTRY
 
 DEFAULT_ONNX_DIR = "onnx"
 """Where `vla-ros export` writes by default and the graph backends look: MODEL_DIR/onnx."""
@@ -239,25 +239,15 @@ def load_trunk(
     onnx_dir: str | Path | None = None,
 ) -> Trunk:
     """The trunk of `backend` for a checked model directory; BackendError when it cannot load."""
-    if backend not in BACKENDS:
-        raise BackendError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    entry = REGISTRY.get(backend)
+    if entry is None:
+        raise BackendError(f"backend must be one of {list(REGISTRY)}, got {backend!r}")
     model_dir = Path(model_dir)
-    if backend == "torch":
-        from vla_ros.policy.backbone import PaliGemmaBackbone
-
-        backbone = PaliGemmaBackbone.from_pretrained(model_dir, device=device, dtype=dtype)
-        with torch.no_grad():
-            backbone.action_token.copy_(action_token.to(backbone.action_token))
-        return backbone
+    if not entry.graphs:
+        return entry.load(model_dir, device, dtype, action_token)
     graphs = Path(onnx_dir) if onnx_dir is not None else model_dir / DEFAULT_ONNX_DIR
     if dtype != torch.float32:
         _LOG.info(
             "dtype %s is not used by the %s backend: the precision is the export's", dtype, backend
         )
-    if backend == "onnxruntime":
-        from vla_ros.policy.ort_backend import OrtTrunk
-
-        return OrtTrunk.load(model_dir, graphs, device, action_token)
-    from vla_ros.policy.trt_backend import TrtTrunk
-
-    return TrtTrunk.load(model_dir, graphs, device, action_token)
+    return entry.load(model_dir, graphs, device, action_token)
