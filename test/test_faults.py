@@ -60,14 +60,16 @@ def test_bad_arguments_are_usage_errors(tmp_path, tiny_model_dir):
 def test_a_short_drill_through_real_processes_stops_and_does_not_resume_alone(
     tiny_model_dir: Path, tmp_path: Path
 ):
-    """Ordering, not timing: after each fault the output went to zero before the fault ended,
-    and the restarted inference node drove again only after a new instruction."""
+    """Ordering, not timing: after each fault the output went to zero before the fault ended
+    (a frozen camera too, though its stamps stay fresh), and the restarted inference node drove
+    again only after a new instruction."""
     import os
 
     out = tmp_path / "drill"
     argv = ["faults", "drill", "--model-dir", str(tiny_model_dir), "--out", str(out)]
     domain = os.environ.get("ROS_DOMAIN_ID")
-    assert main([*argv, "--faults", "kill-inference,camera-stop", "--repeats", "1"]) == 0
+    faults = "kill-inference,camera-stop,camera-freeze"
+    assert main([*argv, "--faults", faults, "--repeats", "1"]) == 0
     assert os.environ.get("ROS_DOMAIN_ID") == domain, "the drill leaked its domain"
     report = json.loads((out / "faults.json").read_text(encoding="utf-8"))
     assert "conditions" in report
@@ -79,3 +81,4 @@ def test_a_short_drill_through_real_processes_stops_and_does_not_resume_alone(
     assert kill["resumed_without_instruction"] is False
     assert (out / "kill-inference.png").is_file()
     assert (out / "camera-stop.png").is_file()
+    assert {t["fault"] for t in report["trials"]} == set(faults.split(","))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pytest
@@ -124,10 +126,12 @@ def test_superseded_instruction_chunk_is_discarded_and_the_plan_cleared():
     assert policy.resets == 2  # before the first step and when "stop" arrived
 
 
-def test_a_chunk_stops_when_the_camera_does_and_plays_again_on_a_fresh_frame():
-    """A 1 s chunk planned on a view the robot no longer gets is not played out blind: zero
-    once the newest frame is older than max_frame_age_s (0.5 s), not at the chunk's end."""
-    core, _policy, clock = make()
+def _moving_while_the_camera_is_gone(
+    camera_tick: Callable[[InferenceCore, Clock], None],
+) -> tuple[Any, ...]:
+    """Plan a chunk (1 s long) on frame 1, then for 0.9 s call `camera_tick` every 50 ms and
+    note whether the command moves; returns (core, policy, clock, [(t, moving)])."""
+    core, policy, clock = make()
     core.set_instruction("go forward")
     offer(core, clock, 1)
     assert core.work_once().status == "ok"
@@ -135,11 +139,47 @@ def test_a_chunk_stops_when_the_camera_does_and_plays_again_on_a_fresh_frame():
     moving = []
     while clock.now < start + 0.9:
         clock.now += 0.05
+        camera_tick(core, clock)
         moving.append((round(clock.now - start, 2), core.command().moving))
     assert all(m for t, m in moving if t <= CONFIG.max_frame_age_s)
     assert not any(m for t, m in moving if t > CONFIG.max_frame_age_s + 1e-9)
+    return core, policy, clock, moving
+
+
+def test_a_chunk_stops_when_the_camera_does_and_plays_again_on_a_fresh_frame():
+    """A 1 s chunk planned on a view the robot no longer gets is not played out blind: zero
+    once the newest frame is older than max_frame_age_s (0.5 s), not at the chunk's end."""
+    core, _policy, clock, _moving = _moving_while_the_camera_is_gone(lambda core, clock: None)
     assert core.diagnostics()[2]["commands_zeroed_no_frame"] > 0
     offer(core, clock, 2)  # the camera is back, while the chunk still has actions left
+    assert core.command().moving
+
+
+def test_a_frozen_camera_counts_as_stopped_though_its_stamps_are_fresh():
+    """A frozen driver repeats one image with new stamps: the image ages from its first arrival,
+    so the chunk stops max_frame_age_s after the freeze and no inference runs on it."""
+
+    def frozen(core, clock):
+        assert core.offer_frame(frame(1), round(clock.now * 1e9), "cam") == "identical"
+        assert core.work_once() is None
+
+    core, policy, clock, moving = _moving_while_the_camera_is_gone(frozen)
+    assert core.diagnostics()[2]["frames_identical"] == len(moving)
+    assert core.diagnostics()[1] == "no fresh frame (camera frozen?)"
+    assert len(policy.calls) == 1
+    offer(core, clock, 2)  # a changed image: the camera lives again
+    assert core.work_once().status == "ok"
+    assert core.command().moving
+
+
+def test_identical_frames_are_fresh_when_the_check_is_off():
+    config = CoreConfig(trigger=CONFIG.trigger, max_frame_age_s=0.5, identical_frames_stale=False)
+    core, _policy, clock = make(config)
+    core.set_instruction("go forward")
+    for _ in range(20):
+        clock.now += 0.05
+        assert core.offer_frame(frame(1), round(clock.now * 1e9), "cam") is None
+    assert core.work_once().status == "ok"
     assert core.command().moving
 
 

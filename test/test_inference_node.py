@@ -59,6 +59,13 @@ def stamp_s(header: Header) -> float:
     return header.stamp.sec + header.stamp.nanosec * 1e-9
 
 
+def _sensor_noise(value: int, count: int) -> bytes:
+    """Two pixels that keep the image's mean: a live camera's frames are never byte-identical."""
+    room = min(value, 255 - value, 50)
+    step = 1 + count % room if room else 0
+    return bytes([value + step, value - step])
+
+
 class Probe:
     """The rest of the system: a camera, an operator and everything listening downstream."""
 
@@ -68,6 +75,7 @@ class Probe:
         self.stamp_offset_s = 0.0
         self.encoding = "rgb8"
         self.sending = True
+        self.live = True  # False: a frozen driver, the same bytes with fresh stamps
         self.score_once: float | None = None
         self.sim_time_s: float | None = None
         self.sent: list[Header] = []
@@ -141,7 +149,8 @@ class Probe:
             step=3 * IMAGE_SIZE,
         )
         value = round(self.brightness * 255)
-        image.data = bytes([value]) * (3 * IMAGE_SIZE * IMAGE_SIZE)
+        noise = _sensor_noise(value, len(self.sent)) if self.live else bytes([value]) * 2
+        image.data = noise + bytes([value]) * (3 * IMAGE_SIZE * IMAGE_SIZE - 2)
         self._frame_pub.publish(image)
         self.sent.append(header)
 

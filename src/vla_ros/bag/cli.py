@@ -170,7 +170,13 @@ def _add_synth(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--scan", action="store_true", help="add /scan (LaserScan)")
     parser.add_argument("--odom", action="store_true", help="add /odom (Odometry)")
-    parser.add_argument("--noise", type=float, default=0.0, help="per-pixel noise std (0-64)")
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=1.0,
+        help="per-pixel sensor noise std (0-64; 0 repeats static frames byte for byte, which "
+        "the inference node takes for a frozen camera)",
+    )
     parser.add_argument(
         "--pan-speed",
         type=float,

@@ -45,7 +45,7 @@ class SynthConfig:
     segments: tuple[tuple[str, float], ...] = (("static", 2.0), ("moving", 2.0))
     shapes: int = 3
     pan_speed: float = 0.25
-    noise_std: float = 0.0
+    noise_std: float = 1.0  # a live camera's; 0 gives byte-identical static frames (a frozen one)
     instructions: tuple[tuple[float, str], ...] | None = None
     estops: tuple[tuple[float, bool], ...] = ()
     scan: bool = False

@@ -14,8 +14,11 @@ Rules it keeps (each has a property test in test/test_inference_core.py):
   right after the history was cleared; otherwise the inference waits for the next frame.
 - Frames older than `max_frame_age_s` or stamped more than `max_frame_lead_s` ahead of the clock
   are not used, and once the newest frame is older than that (the camera stopped) the chunk
-  being played stops: zero until a fresh frame arrives. A scene-change score counts for the
-  frame with the same stamp and frame_id.
+  being played stops: zero until a fresh frame arrives. A frame byte-identical to the current
+  one (`identical_frames_stale`) is what a frozen driver sends with fresh stamps, never a live
+  sensor: it is not taken, so the image ages from its first arrival and a frozen camera stops
+  the robot like a stopped one. A scene-change score counts for the frame with the same stamp
+  and frame_id.
 - Every firing ends in exactly one `Outcome` (ok, error or superseded), which the node publishes
   as one inference event, so no event disappears without a trace.
 """
@@ -52,6 +55,7 @@ class CoreConfig:
     trigger: TriggerConfig = field(default_factory=TriggerConfig)
     max_frame_age_s: float = 0.5
     max_frame_lead_s: float = 0.05
+    identical_frames_stale: bool = True
     blend: bool = False
     blend_weight: float = 0.5
 
@@ -178,6 +182,7 @@ class InferenceCore:
             self.spec.action_period_s, blend=config.blend, blend_weight=config.blend_weight
         )
         self._frame: Frame | None = None
+        self._repeating = False  # the newest frame offered repeated the current one
         self._scores: OrderedDict[FrameKey, tuple[float, float]] = OrderedDict()
         self._generation = 0
         self._reset_history = True
@@ -221,7 +226,7 @@ class InferenceCore:
     def offer_frame(
         self, rgb: np.ndarray, stamp_ns: int, frame_id: str, header: Any = None
     ) -> str | None:
-        """Store the newest frame; returns why it is not used (stale, future) or None."""
+        """Store the newest frame; returns why it is not used (stale, future, identical) or None."""
         with self._lock:
             self._counts["frames_received"] += 1
             key = (stamp_ns, frame_id)
@@ -231,7 +236,21 @@ class InferenceCore:
                 self._counts[f"frames_{problem}"] += 1
                 self._scores.pop(key, None)
                 return problem
-            if self._frame is not None and not self._frame.used:
+            current = self._frame
+            if (
+                self._config.identical_frames_stale
+                and current is not None
+                and current.frame_id == frame_id
+                and np.array_equal(current.rgb, rgb)
+            ):
+                # A frozen driver repeats one image with fresh stamps; a live camera's noise
+                # never does. The image stays as old as its first arrival.
+                self._counts["frames_identical"] += 1
+                self._repeating = True
+                self._scores.pop(key, None)
+                return "identical"
+            self._repeating = False
+            if current is not None and not current.used:
                 self._counts["frames_replaced"] += 1
             self._frame = frame
             self._trigger.new_frame()
@@ -411,6 +430,7 @@ class InferenceCore:
             "frames_replaced",
             "frames_stale",
             "frames_future",
+            "frames_identical",
             "frames_invalid",
             "actions_skipped",
             "policy_errors",
@@ -425,7 +445,8 @@ class InferenceCore:
         if last_error:
             return 1, f"policy error: {last_error}", values
         if not fresh:
-            return 1, "no fresh frame", values
+            frozen = self._repeating
+            return 1, "no fresh frame (camera frozen?)" if frozen else "no fresh frame", values
         return 0, "ok", values
 
     # ------------------------------------------------------------------ internals (locked)

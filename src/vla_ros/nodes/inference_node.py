@@ -164,6 +164,11 @@ PARAMS: tuple[ParamSpec, ...] = (
         min=0.0,
         max=1.0,
     ),
+    ParamSpec(
+        "identical_frames_stale",
+        True,
+        "a frame byte-identical to the previous one (a frozen driver) stays as old as the first",
+    ),
     ParamSpec("blend", False, "temporal blending of overlapping chunks"),
     ParamSpec(
         "blend_weight",
@@ -202,6 +207,7 @@ def _core_config(values: Mapping[str, Any]) -> CoreConfig:
         ),
         max_frame_age_s=float(values["max_frame_age_s"]),
         max_frame_lead_s=float(values["max_frame_lead_s"]),
+        identical_frames_stale=bool(values["identical_frames_stale"]),
         blend=bool(values["blend"]),
         blend_weight=float(values["blend_weight"]),
     )

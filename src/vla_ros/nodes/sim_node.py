@@ -56,6 +56,7 @@ from vla_ros.nodes.common import (
 )
 from vla_ros.sim.clock_sync import ClockHold, PolicyLockstep
 from vla_ros.sim.scenario import LANGUAGES, Scenario, ScenarioError, resolve_scenarios
+from vla_ros.sim.world import SENSOR_NOISE_STD, sensor_noise
 
 NODE_NAME = "vla_sim"
 CLOCK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -88,6 +89,14 @@ PARAMS: tuple[ParamSpec, ...] = (
         read_only=True,
     ),
     ParamSpec("image_size", 224, "square camera frame size (px)", min=16, max=1024, read_only=True),
+    ParamSpec(
+        "camera_noise_std",
+        SENSOR_NOISE_STD,
+        "sensor noise of the camera (grey levels, seeded by sim time); 0 renders byte-identical "
+        "frames of a still scene, which the inference node takes for a frozen camera",
+        min=0.0,
+        max=16.0,
+    ),
     ParamSpec(
         "time_limit_s", 0.0, "episode time limit; 0 keeps the scenario's", min=0.0, max=3600.0
     ),
@@ -148,18 +157,18 @@ class _FrameWorker:
         self._publisher = publisher
         self._compressed = compressed
         self._cond = threading.Condition()
-        self._job: tuple[Any, Any, float] | None = None
+        self._job: tuple[Any, Any, float, float] | None = None
         self._stopping = False
         self.dropped = 0
         self.error: str = ""
         self._thread = threading.Thread(target=self._run, name="vla_sim_render", daemon=True)
         self._thread.start()
 
-    def submit(self, world: Any, snapshot: Any, t: float) -> None:
+    def submit(self, world: Any, snapshot: Any, t: float, noise_std: float) -> None:
         with self._cond:
             if self._job is not None:
                 self.dropped += 1
-            self._job = (world, snapshot, t)
+            self._job = (world, snapshot, t, noise_std)
             self._cond.notify()
 
     def _run(self) -> None:
@@ -173,7 +182,7 @@ class _FrameWorker:
                     self._cond.wait_for(lambda: self._stopping or self._job is not None)
                     if self._stopping:
                         return
-                    world, snapshot, t = self._job  # type: ignore[misc]
+                    world, snapshot, t, noise_std = self._job  # type: ignore[misc]
                     self._job = None
                 try:
                     if world.model is not model:
@@ -182,6 +191,8 @@ class _FrameWorker:
                         renderer = Renderer(world)
                         model = world.model
                     rgb = renderer.render(snapshot)
+                    if noise_std > 0:
+                        rgb = sensor_noise(rgb, round(t * 1e3), noise_std)
                 except Exception as exc:  # no GL: report once, keep the node alive
                     if not self.error:
                         self.error = str(exc)
@@ -434,7 +445,7 @@ class SimNode(Node):
             self._publish_mobile(world, t)
         if t + 1e-9 >= self._next_camera and self._frames is not None:
             self._next_camera = t + 1.0 / self._cfg["camera_rate_hz"]
-            self._frames.submit(world, world.snapshot(), t)
+            self._frames.submit(world, world.snapshot(), t, self._cfg["camera_noise_std"])
             if self._state == "running":
                 self._episode_frames += 1
 

@@ -349,3 +349,16 @@ class Renderer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+SENSOR_NOISE_STD = 1.0
+"""Grey levels; a live camera's noise is of this order."""
+
+
+def sensor_noise(rgb: np.ndarray, seed: int, std: float = SENSOR_NOISE_STD) -> np.ndarray:
+    """`rgb` with a live camera's Gaussian noise, seeded so that a lockstep run repeats. A
+    renderer gives a still robot byte-identical frames, which the inference node rightly takes
+    for a frozen camera; a real sensor never does."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(rgb.shape, dtype=np.float32) * std
+    return np.clip(rgb + np.rint(noise), 0, 255).astype(np.uint8)
