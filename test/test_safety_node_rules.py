@@ -1,5 +1,6 @@
-"""Issue 9 through real DDS: bad odometry and scans, a frozen /clock, run-time loosening and
-misspelled keys, stray and half-NaN sources, and teleop taking over and handing back."""
+"""The validator's rules through the real node and DDS: bad odometry and scans, a frozen /clock,
+run-time loosening and misspelled keys, stray and half-NaN sources, and teleop taking over and
+handing back."""
 
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ def odometry(rig, x, y, q):
     return msg
 
 
-def test_item3_non_unit_and_zero_quaternions_over_dds(rigs, spin_until):
+def test_non_unit_and_zero_quaternions_over_dds(rigs, spin_until):
     rig = rigs(geofence=FENCE, **FAST)
     quaternion = [(0.0, 0.0, 0.5, 0.0)]  # yaw pi at norm 0.5, 5 cm inside the -x edge
 
@@ -119,7 +120,7 @@ def test_item3_non_unit_and_zero_quaternions_over_dds(rigs, spin_until):
     rig.peer.destroy_timer(timer)
 
 
-def test_item4_malformed_scan_over_dds_stops_instead_of_clearing(rigs, spin_until):
+def test_malformed_scan_over_dds_stops_instead_of_clearing(rigs, spin_until):
     rig = rigs(stop_zone=ZONE, **FAST)
     geometry = {"range_min": 0.05, "range_max": 10.0, "angle_increment": 0.02}
 
@@ -145,7 +146,7 @@ def test_item4_malformed_scan_over_dds_stops_instead_of_clearing(rigs, spin_unti
     rig.peer.destroy_timer(timer)
 
 
-def test_item9_output_keeps_going_and_stops_when_the_clock_freezes(rigs, spin_until):
+def test_output_keeps_going_and_stops_when_the_clock_freezes(rigs, spin_until):
     rig = rigs(use_sim_time=True, command_timeout=0.3, **FAST)
     clock_pub = rig.peer.create_publisher(Clock, "/clock", 10)
     sim = [1000.0]
@@ -179,7 +180,7 @@ def _set(rig, spin_until, **values):
     return future.result().results[0]
 
 
-def test_item10_loosening_at_run_time_is_refused_tightening_accepted(rigs, ros_context, spin_until):
+def test_loosening_at_run_time_is_refused_tightening_accepted(rigs, ros_context, spin_until):
     rig = rigs(max_velocity=[0.5, 0.0, 1.0], min_velocity=[-0.3, 0.0, -1.0])
     result = _set(rig, spin_until, max_velocity=[5.0, 0.0, 1.0])
     assert not result.successful
@@ -200,7 +201,7 @@ def test_item10_loosening_at_run_time_is_refused_tightening_accepted(rigs, ros_c
         permissive.destroy_node()
 
 
-def test_item10_unknown_keys_are_refused_at_start_up(ros_context, tmp_path):
+def test_unknown_keys_are_refused_at_start_up(ros_context, tmp_path):
     with pytest.raises(ParameterError, match="max_velocty"):
         SafetyNode(
             context=ros_context,
@@ -214,7 +215,7 @@ def test_item10_unknown_keys_are_refused_at_start_up(ros_context, tmp_path):
     assert main(["safety_node", "--ros-args", "--params-file", str(section)]) == 2
 
 
-def test_item10_misspelled_sections_are_named(tmp_path):
+def test_misspelled_sections_are_named(tmp_path):
     from vla_ros.nodes.common import misspelled_sections
 
     path = tmp_path / "robot.yaml"
@@ -227,7 +228,7 @@ def test_item10_misspelled_sections_are_named(tmp_path):
     assert "vla_safety" in problem
 
 
-def test_item11_stray_publisher_without_instruction_drives_nothing(rigs, spin_until):
+def test_stray_publisher_without_instruction_drives_nothing(rigs, spin_until):
     rig = rigs(active=None, **FAST)
     timer = rig.peer.create_timer(0.02, lambda: rig.cmd.publish(twist(0.3)))
     assert rig.spin(spin_until, lambda: int(rig.status.get("rejected.source_disabled", 0)) >= 20)
@@ -242,7 +243,7 @@ def test_item11_stray_publisher_without_instruction_drives_nothing(rigs, spin_un
     rig.peer.destroy_timer(timer)
 
 
-def test_item11_half_nan_source_latches_a_fault_until_reset(rigs, spin_until):
+def test_half_nan_source_latches_a_fault_until_reset(rigs, spin_until):
     rig = rigs(**FAST)
     flip = [0]
 

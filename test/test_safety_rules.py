@@ -1,6 +1,7 @@
-"""Issue 9, ROS-free: each test reproduces one reported violation of the validator's own rules
-(items 2-11), plus the fault latch, input arbitration, the publish-on-arrival rate limit and the
-confidence gate that fails closed."""
+"""Rules of the validator core, ROS-free, each at a case that once broke it: zones, geofence and
+workspace under scaling, quaternions of any norm, malformed scans, timeouts raised at run time, a
+frozen ROS clock, loosening and unknown keys, the fault latch, input arbitration, the
+publish-on-arrival rate limit and the confidence gate that fails closed."""
 
 from __future__ import annotations
 
@@ -28,10 +29,10 @@ def shipped(mode: str, **overrides) -> SafetyConfig:
     return SafetyConfig.from_params({**section, **overrides})
 
 
-# ------------------------------------------------------------------------------- item 2
+# ---------------------------------------------------- zones, geofence and workspace under scaling
 
 
-def test_item2_arm_box_holds_with_scaling_and_a_sign_flipping_rotation():
+def test_arm_box_holds_with_scaling_and_a_sign_flipping_rotation():
     config = shipped("arm7", workspace_min=[-0.6, -0.6, 0.0], workspace_max=[0.6, 0.6, 1.0])
     assert config.scale_velocities
     validator = SafetyValidator(config)
@@ -68,7 +69,7 @@ def _drive_mobile(config, commands, start=(0.0, 0.0, 0.0), period=PERIOD):
     return np.array(path)
 
 
-def test_item2_geofence_holds_with_scaling_and_a_sign_flipping_rotation():
+def test_geofence_holds_with_scaling_and_a_sign_flipping_rotation():
     fence = (1.0, 1.0, -1.0, 1.0, -1.0, -1.0, 1.0, -1.0)
     config = shipped("mobile3", geofence=list(fence))
     commands = [(0.5, 0.0, 1.0 if (k // 10) % 2 == 0 else -1.0) for k in range(600)]
@@ -77,12 +78,12 @@ def test_item2_geofence_holds_with_scaling_and_a_sign_flipping_rotation():
     assert outside <= 0.005, f"{outside * 100:.1f} cm outside the fence"
 
 
-# ------------------------------------------------------------------------------- item 3
+# --------------------------------------------------------------------------- odometry quaternions
 
 
 @pytest.mark.parametrize("norm", [0.5, 0.8, 1.0, 1.3, 2.0])
 @pytest.mark.parametrize("yaw", [0.0, 1.0, math.pi, -2.5])
-def test_item3_yaw_does_not_depend_on_the_quaternion_norm(norm, yaw):
+def test_yaw_does_not_depend_on_the_quaternion_norm(norm, yaw):
     from vla_ros.safety.zones import quaternion_yaw
 
     q = (0.0, 0.0, norm * math.sin(yaw / 2), norm * math.cos(yaw / 2))
@@ -92,7 +93,7 @@ def test_item3_yaw_does_not_depend_on_the_quaternion_norm(norm, yaw):
 @pytest.mark.parametrize(
     "q", [(0.0, 0.0, 0.0, 0.0), (0.0, 0.0, math.nan, 1.0), (math.inf, 0.0, 0.0, 1.0)]
 )
-def test_item3_zero_or_non_finite_quaternion_is_bad_odometry_and_stops(q):
+def test_zero_or_non_finite_quaternion_is_bad_odometry_and_stops(q):
     fence = (1.0, 1.0, -1.0, 1.0, -1.0, -1.0, 1.0, -1.0)
     validator = SafetyValidator(SafetyConfig.for_mode("mobile3", geofence=fence))
     assert validator.update_odom(0.0, 0.0, (0.0, 0.0, 0.0, 1.0), 1.0, 1.0).accepted
@@ -107,7 +108,7 @@ def test_item3_zero_or_non_finite_quaternion_is_bad_odometry_and_stops(q):
     assert "odom_bad" in out.reasons
 
 
-def test_item3_half_norm_quaternion_facing_the_edge_is_limited():
+def test_half_norm_quaternion_facing_the_edge_is_limited():
     fence = (1.0, 1.0, -1.0, 1.0, -1.0, -1.0, 1.0, -1.0)
     config = SafetyConfig.for_mode(
         "mobile3", geofence=fence, max_accel=(100.0,) * 3, max_decel=(100.0,) * 3
@@ -121,7 +122,7 @@ def test_item3_half_norm_quaternion_facing_the_edge_is_limited():
     assert out.motion[0] <= 0.05 / config.lookahead_s + 1e-9
 
 
-# ------------------------------------------------------------------------------- item 4
+# -------------------------------------------------------------------------------- malformed scans
 
 
 def _blocked_by_scan(validator, t):
@@ -143,7 +144,7 @@ ZONE = (0.3, 0.25, 0.3, -0.25, -0.3, -0.25, -0.3, 0.25)
         ([0.2] * 10, -0.1, 0.02, -1.0, 10.0),  # negative range_min
     ],
 )
-def test_item4_malformed_scan_is_missing_data_and_stops(
+def test_malformed_scan_is_missing_data_and_stops(
     ranges, angle_min, increment, range_min, range_max
 ):
     validator = SafetyValidator(SafetyConfig.for_mode("mobile3", stop_zone=ZONE))
@@ -159,7 +160,7 @@ def test_item4_malformed_scan_is_missing_data_and_stops(
     assert out.reasons == ("scan_bad",)
 
 
-def test_item4_negative_infinity_is_an_obstacle_at_range_min():
+def test_negative_infinity_is_an_obstacle_at_range_min():
     validator = SafetyValidator(SafetyConfig.for_mode("mobile3", stop_zone=ZONE))
     t = 1.0
     assert validator.update_scan([-math.inf] * 10, -0.1, 0.02, 0.1, 10.0, t, t).accepted
@@ -169,10 +170,10 @@ def test_item4_negative_infinity_is_an_obstacle_at_range_min():
     assert _blocked_by_scan(validator, t + 0.01).reasons == ()
 
 
-# ------------------------------------------------------------------------------- item 5
+# -------------------------------------------------------------------------------- stop-zone depth
 
 
-def test_item5_a_shallow_obstacle_cannot_get_deeper_while_another_is_deeper():
+def test_a_shallow_obstacle_cannot_get_deeper_while_another_is_deeper():
     from vla_ros.safety.zones import ObstacleZones
 
     zones = ObstacleZones(ZONE, (), 1.0, (), 0.0, lookahead_s=0.1)
@@ -184,10 +185,10 @@ def test_item5_a_shallow_obstacle_cannot_get_deeper_while_another_is_deeper():
     assert zones.evaluate(cloud, (-0.2, 0.0, 0.0)).blocked
 
 
-# ------------------------------------------------------------------------------- item 6
+# -------------------------------------------------------------------- timeouts raised at run time
 
 
-def test_item6_raising_the_timeout_after_expiry_does_not_revive_the_command():
+def test_raising_the_timeout_after_expiry_does_not_revive_the_command():
     config = SafetyConfig.for_mode("mobile3", command_timeout=0.5)
     validator = SafetyValidator(config)
     t = 1.0
@@ -205,7 +206,7 @@ def test_item6_raising_the_timeout_after_expiry_does_not_revive_the_command():
     assert out.state is SafetyState.TIMEOUT
 
 
-def test_item6_raising_a_sensor_timeout_does_not_revive_stale_data():
+def test_raising_a_sensor_timeout_does_not_revive_stale_data():
     validator = SafetyValidator(SafetyConfig.for_mode("mobile3", stop_zone=ZONE, scan_timeout=0.3))
     t = 1.0
     validator.update_scan([5.0] * 10, -0.1, 0.02, 0.05, 10.0, t, t)
@@ -216,10 +217,10 @@ def test_item6_raising_a_sensor_timeout_does_not_revive_stale_data():
     assert "scan_stale" in _blocked_by_scan(validator, t).reasons
 
 
-# ------------------------------------------------------------------------------- item 7
+# -------------------------------------------------------------------- scaling keeps the direction
 
 
-def test_item7_scaling_keeps_the_whole_vector_direction():
+def test_scaling_keeps_the_whole_vector_direction():
     config = SafetyConfig.for_mode(
         "arm7", scale_velocities=True, max_accel=(100.0,) * 6, max_decel=(100.0,) * 6
     )
@@ -235,10 +236,10 @@ def test_item7_scaling_keeps_the_whole_vector_direction():
     assert out.motion == pytest.approx(tuple(ratio * c for c in command))
 
 
-# ------------------------------------------------------------------------------- item 8
+# ----------------------------------------------------------------------- box and sphere workspace
 
 
-def test_item8_box_and_sphere_together_both_hold():
+def test_box_and_sphere_together_both_hold():
     config = SafetyConfig.for_mode(
         "arm7",
         workspace_min=(-0.6, -0.6, 0.0),
@@ -281,10 +282,10 @@ def test_item8_box_and_sphere_together_both_hold():
     assert worst_sphere <= 1e-9
 
 
-# ------------------------------------------------------------------------------- item 9
+# ----------------------------------------------------------------------------- a frozen ROS clock
 
 
-def test_item9_watchdog_and_zero_stream_run_on_the_steady_clock_when_ros_time_freezes():
+def test_watchdog_and_zero_stream_run_on_the_steady_clock_when_ros_time_freezes():
     validator = SafetyValidator(SafetyConfig.for_mode("mobile3", command_timeout=0.5))
     ros, steady = 100.0, 5.0
     for _ in range(100):
@@ -391,10 +392,10 @@ def test_sensor_updates_on_ros_time_do_not_clear_commands_held_on_the_steady_clo
     assert out.motion[0] == pytest.approx(0.4)
 
 
-# ------------------------------------------------------------------------------ item 10
+# --------------------------------------------------------- parameters: loosening and unknown keys
 
 
-def test_item10_loosening_is_named_and_tightening_is_not():
+def test_loosening_is_named_and_tightening_is_not():
     from vla_ros.safety.config import loosened
 
     old = shipped("mobile3")
@@ -435,7 +436,7 @@ def test_switching_a_check_off_or_slowing_the_output_counts_as_loosening():
     assert loosened(off, arm(fault_max_rejections=20, workspace_sphere_radius=2.0)) == []
 
 
-def test_item10_unknown_keys_are_named():
+def test_unknown_keys_are_named():
     from vla_ros.safety.config import unknown_keys
 
     section = yaml.safe_load((ROOT / "config" / "mobile.yaml").read_text())["vla_safety"]
@@ -453,10 +454,10 @@ def _params(config):
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
-# ------------------------------------------------------------------- item 11 + fault latch
+# -------------------------------------------------------------------- sources and the fault latch
 
 
-def test_item11_half_nan_source_latches_a_fault_until_reset():
+def test_half_nan_source_latches_a_fault_until_reset():
     validator = SafetyValidator(
         SafetyConfig.for_mode("mobile3", fault_max_rejections=5, fault_window_s=1.0)
     )
@@ -482,7 +483,7 @@ def test_item11_half_nan_source_latches_a_fault_until_reset():
     assert validator.step(t).state is not SafetyState.ESTOP
 
 
-def test_item11_fault_latch_counts_only_within_its_window():
+def test_fault_latch_counts_only_within_its_window():
     validator = SafetyValidator(
         SafetyConfig.for_mode("mobile3", fault_max_rejections=5, fault_window_s=1.0)
     )
@@ -508,7 +509,7 @@ def _arbitrated(**overrides):
     return SafetyValidator(config, inputs=inputs, locks=locks)
 
 
-def test_item11_a_gated_source_drives_only_while_enabled():
+def test_a_gated_source_drives_only_while_enabled():
     validator = _arbitrated()
     t = 1.0
     verdict = validator.submit_command((0.3, 0.0, 0.0), None, None, t, source="vla")
