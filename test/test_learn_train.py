@@ -314,3 +314,30 @@ def test_same_seed_and_data_give_the_same_weights_and_the_summary_says_what_stop
     capped = tmp_path / "capped"
     train(_config(dataset, learnable, capped, max_steps=3))
     assert json.loads((capped / "training/summary.json").read_text())["stopped_by"] == "max_steps"
+
+
+def test_the_train_cli_is_generated_from_train_config():
+    """Each option's default exists once: parsing only the required ones gives TrainConfig's
+    defaults, every CLI option sets its field, and out-of-range values are refused by name."""
+    import argparse
+    from dataclasses import MISSING, fields
+
+    from vla_ros.learn.config import TrainConfig
+
+    parser = argparse.ArgumentParser()
+    TrainConfig.add_arguments(parser)
+    required = ["--dataset", "d", "--init", "i", "--out", "o"]
+    parsed = TrainConfig.from_args(parser.parse_args(required))
+    for spec in fields(TrainConfig):
+        if spec.default is not MISSING:
+            assert getattr(parsed, spec.name) == spec.default, spec.name
+    flags = TrainConfig.from_args(
+        parser.parse_args([*required, "--no-progress", "--lora-vision", "--lr-schedule", "cosine"])
+    )
+    assert (flags.progress, flags.lora_vision, flags.lr_schedule) == (False, True, "cosine")
+    with pytest.raises(SystemExit):
+        parser.parse_args([*required, "--recipe", "adapter"])
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        TrainConfig.from_args(parser.parse_args([*required, "--batch-size", "0"]))
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        TrainConfig("d", "i", "o", recipe="adapter")

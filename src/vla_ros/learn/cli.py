@@ -7,8 +7,7 @@ import os
 from pathlib import Path
 
 from vla_ros.action_space import add_mode_argument
-
-RECIPES = ("head", "lora", "full")
+from vla_ros.learn.config import TrainConfig
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -90,109 +89,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(handler=_handle_info)
 
     train = subparsers.add_parser("train", help="train a policy on a dataset (Accelerate)")
-    train.add_argument(
-        "--dataset", type=Path, required=True, help="dataset directory from `dataset build`"
-    )
-    train.add_argument("--init", type=Path, required=True, help="model directory to start from")
-    train.add_argument("--out", type=Path, required=True, help="model directory to write")
-    train.add_argument(
-        "--recipe",
-        choices=RECIPES,
-        default="head",
-        help="head: frozen trunk, train the action head; lora: + LoRA adapters on the decoder; "
-        "full: every weight",
-    )
-    train.add_argument("--epochs", type=int, default=10, help="passes over the training split")
-    train.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
-    train.add_argument(
-        "--max-minutes",
-        type=float,
-        default=None,
-        help="stop (and save) after this many minutes of training; the head recipe's feature "
-        "caching and the first validation come before the clock starts",
-    )
-    train.add_argument("--batch-size", type=int, default=4, help="per process")
-    train.add_argument(
-        "--grad-accum", type=int, default=1, help="gradient accumulation steps per optimizer step"
-    )
-    train.add_argument("--lr", type=float, default=2e-5, help="RoboVLMs: 2e-5")
-    train.add_argument(
-        "--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)"
-    )
-    train.add_argument(
-        "--warmup-steps",
-        type=int,
-        default=0,
-        help="linear learning-rate warm-up steps (default: 0)",
-    )
-    train.add_argument(
-        "--history",
-        choices=("event", "step"),
-        default="event",
-        help="event: history spaced like the event trigger (train as deployed); step: per step",
-    )
-    train.add_argument(
-        "--window",
-        type=int,
-        default=None,
-        help="history frames per sample; saved in policy.yaml (default: the init model's)",
-    )
-    train.add_argument(
-        "--lr-schedule",
-        choices=("constant", "cosine"),
-        default="constant",
-        help="after warm-up: constant, or cosine decay to 0 over --epochs/--max-steps",
-    )
-    train.add_argument(
-        "--trigger-params",
-        type=Path,
-        default=None,
-        help="params file whose trigger spaces the history "
-        "(default: the model's config/mobile.yaml or config/arm.yaml)",
-    )
-    train.add_argument(
-        "--lora-rank", type=int, default=16, help="lora: adapter rank r (alpha = 2r)"
-    )
-    train.add_argument("--lora-vision", action="store_true", help="LoRA on SigLIP too")
-    train.add_argument(
-        "--gradient-checkpointing",
-        action="store_true",
-        help="lora/full: recompute decoder activations in backward (3B on one 24 GB GPU)",
-    )
-    train.add_argument(
-        "--strategy",
-        choices=("ddp", "fsdp"),
-        default="ddp",
-        help="multi-process data parallelism: DDP replicas or FSDP sharding",
-    )
-    train.add_argument(
-        "--mixed-precision",
-        choices=("auto", "no", "bf16", "fp16"),
-        default="auto",
-        help="Accelerate mixed precision; auto: bf16 on a CUDA GPU that supports it, else no",
-    )
-    train.add_argument(
-        "--keep-best",
-        action="store_true",
-        help="save the weights of the epoch with the lowest validation loss, not the last",
-    )
-    train.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of initialisation, sample order and history gaps (default: 0)",
-    )
-    train.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=200,
-        metavar="STEPS",
-        help="save a resumable checkpoint under --out/checkpoints this often",
-    )
-    train.add_argument("--resume", action="store_true", help="continue from --out/checkpoints")
-    train.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    TrainConfig.add_arguments(train)
     train.set_defaults(handler=_handle_train)
 
 
@@ -248,7 +145,7 @@ def _handle_info(args: argparse.Namespace) -> int:
 
 
 def _handle_train(args: argparse.Namespace) -> int:
-    from vla_ros.learn.train import TrainConfig, train
+    from vla_ros.learn.train import train
 
     config = TrainConfig.from_args(args)
     result = train(config)

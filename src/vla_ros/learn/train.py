@@ -19,7 +19,6 @@ to [-1, 1] by the `ActionCodec` the policy decodes with. Histories are spaced as
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import json
@@ -37,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vla_ros.learn.config import TrainConfig
 from vla_ros.learn.samples import (
     HistoryCadence,
     chunk_target,
@@ -54,7 +54,6 @@ CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "training"
 KEEP_CHECKPOINTS = 2
 PROBE_SAMPLES = 256
-LR_SCHEDULES = ("constant", "cosine")
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -64,84 +63,6 @@ TOKENIZER_FILES = (
     "processor_config.json",
     "chat_template.jinja",
 )
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run depends on (stored next to the model for reproducibility)."""
-
-    dataset: str
-    init: str
-    out: str
-    recipe: str = "head"
-    epochs: int = 10
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr: float = 2e-5
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    history: str = "event"
-    window: int | None = None
-    """History length the head is trained for (default: the init model's)."""
-    lr_schedule: str = "constant"
-    trigger_params: str | None = None
-    lora_rank: int = 16
-    lora_vision: bool = False
-    gradient_checkpointing: bool = False
-    keep_best: bool = False
-    strategy: str = "ddp"
-    mixed_precision: str = "auto"
-    seed: int = 0
-    checkpoint_every: int = 200
-    resume: bool = False
-    workers: int = 0
-    progress: bool = True
-    overwrite: bool = False
-    budget_calibration_steps: int = 30
-    """With `max_minutes` and the cosine schedule: steps timed before the run fixes how many
-    steps fit the time budget, so the cosine ends at zero when time runs out (without this, a
-    capped run stops at whatever rate its epoch plan had reached, often near the peak)."""
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> TrainConfig:
-        values = {
-            name: getattr(args, name) for name in cls.__dataclass_fields__ if hasattr(args, name)
-        }
-        for name in ("dataset", "init", "out", "trigger_params"):
-            if values.get(name) is not None:
-                values[name] = str(values[name])
-        values["progress"] = not args.no_progress
-        return cls(**values).validate()
-
-    def validate(self) -> TrainConfig:
-        if self.recipe not in ("head", "lora", "full"):
-            raise ValueError(f"recipe must be head, lora or full, got {self.recipe!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(
-                f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}"
-            )
-        if self.window is not None and self.window < 1:
-            raise ValueError(f"window must be >= 1, got {self.window}")
-        for name in ("epochs", "batch_size", "grad_accum", "lora_rank", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.max_minutes is not None and not (
-            math.isfinite(self.max_minutes) and self.max_minutes > 0
-        ):
-            raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
-        if self.budget_calibration_steps < 1:
-            raise ValueError(
-                f"budget_calibration_steps must be >= 1, got {self.budget_calibration_steps}"
-            )
-        return self
 
 
 @dataclass
