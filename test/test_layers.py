@@ -10,7 +10,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "vla_ros"
-ROS_FREE = ("core", "safety", "policy", "learn")
+ROS_FREE = ("core", "safety", "policy", "learn", "sim")
 
 
 def _module_name(path: Path) -> str:

@@ -29,8 +29,8 @@ def test_known_values_and_more_episodes_narrow_it():
 
 
 def test_the_eval_summary_and_the_train_demo_report_show_the_intervals():
+    from vla_ros.evaluate import _with_interval
     from vla_ros.learn import pipeline
-    from vla_ros.sim.evaluate import _with_interval
 
     summary = {
         "success_rate": 0.975,
@@ -44,7 +44,7 @@ def test_the_eval_summary_and_the_train_demo_report_show_the_intervals():
 
 
 def test_every_rate_of_an_eval_aggregate_has_its_interval():
-    from vla_ros.sim.evaluate import EpisodeRecord, aggregate
+    from vla_ros.evaluate import EpisodeRecord, aggregate
 
     def record(success: bool) -> EpisodeRecord:
         result = {

@@ -119,7 +119,7 @@ def test_bad_scenarios_are_refused_with_their_name(stack_context, spin_until) ->
 def test_expert_eval_through_the_stack_writes_summary_bags_and_png(tmp_path) -> None:
     from vla_ros.bag.check import check_bag
     from vla_ros.bringup import default_params_file
-    from vla_ros.sim.evaluate import EvalOptions, run_eval
+    from vla_ros.evaluate import EvalOptions, run_eval
     from vla_ros.sim.scenario import resolve_scenarios
 
     out = tmp_path / "eval"
@@ -159,7 +159,7 @@ def test_expert_eval_through_the_stack_writes_summary_bags_and_png(tmp_path) -> 
 
 @pytest.mark.parametrize("trigger", ["event", "every-frame"])
 def test_policy_eval_counts_vlm_calls_per_frame(tmp_path, tiny_model_dir, trigger) -> None:
-    from vla_ros.sim.evaluate import EvalOptions, run_eval
+    from vla_ros.evaluate import EvalOptions, run_eval
     from vla_ros.sim.scenario import resolve_scenarios
 
     summary = run_eval(
@@ -226,7 +226,7 @@ def test_cli_refuses_a_missing_parameter_overlay_by_name(tmp_path, capsys) -> No
 
 def test_arm_expert_eval_picks_through_servo_twist_and_gripper(tmp_path) -> None:
     from vla_ros.bag.io import BagReader
-    from vla_ros.sim.evaluate import EvalOptions, run_eval
+    from vla_ros.evaluate import EvalOptions, run_eval
     from vla_ros.sim.scenario import resolve_scenarios
 
     summary = run_eval(
@@ -253,8 +253,8 @@ def test_arm_demonstrations_record_the_clean_label_beside_the_noisy_command(tmp_
     import numpy as np
 
     from vla_ros.bag.io import deserialize, read_messages
+    from vla_ros.evaluate import EvalOptions, run_eval
     from vla_ros.safety.config import twist_vector
-    from vla_ros.sim.evaluate import EvalOptions, run_eval
     from vla_ros.sim.scenario import resolve_scenarios
 
     summary = run_eval(

@@ -207,7 +207,7 @@ def run_closed_loop(
 ) -> dict[str, Any]:
     """Held-out episodes of the simulator through the real nodes, languages alternating; writes
     summary.json, trajectories.png and episode.gif (the first English episode) in out_dir."""
-    from vla_ros.sim.evaluate import EvalOptions, run_eval
+    from vla_ros.evaluate import EvalOptions, run_eval
     from vla_ros.sim.scenario import resolve_scenarios
 
     options = EvalOptions(

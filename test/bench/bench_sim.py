@@ -78,7 +78,7 @@ def _default_lighting_render_ms(name: str, frames: int = 30) -> float:
 
 
 def _eval_throughput(episodes: int) -> dict[str, float]:
-    from vla_ros.sim.evaluate import EvalOptions, run_eval
+    from vla_ros.evaluate import EvalOptions, run_eval
 
     with tempfile.TemporaryDirectory() as tmp:
         summary = run_eval(

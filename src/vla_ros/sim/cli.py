@@ -102,7 +102,7 @@ def _languages(choice: str) -> tuple[str, ...]:
 
 
 def _options(args: argparse.Namespace, **extra: object) -> object:
-    from vla_ros.sim.evaluate import EvalOptions
+    from vla_ros.evaluate import EvalOptions
     from vla_ros.sim.scenario import resolve_scenarios
 
     return EvalOptions(
@@ -129,7 +129,7 @@ def _progress(record: object) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from vla_ros.sim.evaluate import print_summary, run_eval
+    from vla_ros.evaluate import print_summary, run_eval
 
     options = _options(
         args,
@@ -146,7 +146,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from vla_ros.sim.evaluate import print_summary, record_topics, run_eval
+    from vla_ros.evaluate import print_summary, record_topics, run_eval
 
     options = _options(args, driver="expert", noise=args.noise, demonstrations=True)
     summary = run_eval(options, progress=_progress)  # type: ignore[arg-type]
