@@ -11,7 +11,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vla_ros.bag.check import check_bag, load_node_params
+from vla_ros.bag.check import check_bag
 from vla_ros.bag.io import BagError, BagWriter, serialize
 
 START = 1_750_000_000.0
@@ -268,34 +268,6 @@ def test_unsafe_params_are_refused(tmp_path):
     write_mobile_run(tmp_path / "run", ramp())
     with pytest.raises(BagError, match="max_accel"):
         check_bag(tmp_path / "run", {**PARAMS, "max_accel": [0.0, 1.0, 1.0]})
-
-
-def test_param_file_sections(tmp_path):
-    path = tmp_path / "p.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "/**": {"ros__parameters": {"output_rate_hz": 20.0, "use_sim_time": True}},
-                "robot1": {"vla_safety": {"ros__parameters": {"output_rate_hz": 30.0}}},
-                "vla_inference": {"ros__parameters": {"control_rate_hz": 10.0}},
-            }
-        ),
-        encoding="utf-8",
-    )
-    assert load_node_params(path) == {"output_rate_hz": 30.0, "use_sim_time": True}
-    assert load_node_params(path, "vla_inference") == {
-        "output_rate_hz": 20.0,
-        "use_sim_time": True,
-        "control_rate_hz": 10.0,
-    }
-    path.write_text(yaml.safe_dump({"other": {"ros__parameters": {}}}), encoding="utf-8")
-    with pytest.raises(BagError, match="vla_safety"):
-        load_node_params(path)
-    path.write_text("a: [", encoding="utf-8")
-    with pytest.raises(BagError, match="YAML"):
-        load_node_params(path)
-    with pytest.raises(FileNotFoundError):
-        load_node_params(tmp_path / "missing.yaml")
 
 
 def test_cli_exit_codes_and_json(tmp_path, params_file, capsys):

@@ -13,10 +13,11 @@ import pytest
 from rclpy.parameter import Parameter
 
 from vla_ros import action_space as action_spaces
-from vla_ros.bag.check import check_bag, load_node_params
+from vla_ros.bag.check import check_bag
 from vla_ros.bag.io import BagError, BagWriter
 from vla_ros.nodes.common import ParameterError
 from vla_ros.nodes.safety_node import SafetyNode
+from vla_ros.params import load_node_params
 from vla_ros.safety.config import (
     DEFAULT_INPUTS,
     DEFAULT_LOCKS,

@@ -96,14 +96,13 @@ def retyped_overrides(base: str | Path, overlays: Sequence[str | Path]) -> list[
     """Overlay values of another type than the base file's for the same node and key: rcl keeps
     the first file's value without a word, so a limit written as `fast`, `"0.2"` or `1` (for
     1.0) would silently not apply."""
-    from vla_ros.bag.check import load_node_params
-    from vla_ros.bag.io import BagError
     from vla_ros.nodes.common import NODE_NAMES
+    from vla_ros.params import ParamsFileError, load_node_params
 
     def parameters(path: str | Path, node: str) -> dict[str, Any]:
         try:
             return load_node_params(path, node)
-        except (BagError, OSError):  # no section for the node; rcl reports unreadable files
+        except (ParamsFileError, OSError):  # no section for the node; rcl reports bad files
             return {}
 
     problems = []

@@ -469,9 +469,10 @@ def _episode(
     from rclpy.parameter import Parameter
     from std_srvs.srv import Trigger
 
-    from vla_ros.bag.check import check_bag, load_node_params
+    from vla_ros.bag.check import check_bag
     from vla_ros.bag.harness import wait_until_wired
     from vla_ros.bag.record import BagRecorder
+    from vla_ros.params import load_node_params
 
     shutil.rmtree(bag, ignore_errors=True)
     recorder = BagRecorder(

@@ -32,7 +32,7 @@ from typing import Any
 
 from vla_ros import action_space as action_spaces
 from vla_ros.bag.io import BagError, BagReader, deserialize, stamp_ns
-from vla_ros.files import read_mapping
+from vla_ros.params import ParamsFileError, load_node_params
 
 STAMP_RESOLUTION_S = 1e-6
 """Nodes compute in float seconds since the epoch (about 0.24 us resolution today), so stamped
@@ -45,37 +45,6 @@ NOTHING_MOVED_S = 1.0
 STAMP_RANGE_SLACK_S = 1.0
 """An output stamp may precede its receipt (decision, then transport) but not by this much."""
 STATUS_TOPIC = ("vla_safety/status", ("diagnostic_msgs/msg/DiagnosticStatus",))
-
-
-def load_node_params(path: str | Path, node: str = "vla_safety") -> dict[str, Any]:
-    """The flat `ros__parameters` of `node` from a ROS 2 parameter file.
-
-    Wildcard sections (`/**`, `**`) apply first, then any section whose last name is `node`,
-    at any namespace depth, in file order.
-    """
-    raw = read_mapping(
-        path, "no parameter file to check against", "node names to ros__parameters", BagError
-    )
-    wildcard: dict[str, Any] = {}
-    exact: dict[str, Any] = {}
-
-    def walk(section: Mapping[str, Any], names: tuple[str, ...]) -> None:
-        for key, value in section.items():
-            if key == "ros__parameters":
-                if not isinstance(value, dict):
-                    raise BagError(f"{path}: ros__parameters of {'/'.join(names)} is not a map")
-                last = names[-1].strip("/").split("/")[-1] if names else ""
-                if last in ("**", "*"):
-                    wildcard.update(value)
-                elif last == node:
-                    exact.update(value)
-            elif isinstance(value, dict):
-                walk(value, (*names, str(key)))
-
-    walk(raw, ())
-    if not wildcard and not exact:
-        raise BagError(f"{path}: no ros__parameters for node {node!r} (or /**)")
-    return {**wildcard, **exact}
 
 
 @dataclass(frozen=True)
@@ -229,7 +198,10 @@ def check_bag(
     elif isinstance(params, Mapping):
         values = dict(params)
     else:
-        values = load_node_params(params, node)
+        try:
+            values = load_node_params(params, node)
+        except ParamsFileError as exc:
+            raise BagError(str(exc)) from exc
     with BagReader(bag) as reader:
         info = reader.info()
         try:

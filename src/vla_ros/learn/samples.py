@@ -77,7 +77,7 @@ def trigger_from_params(path: str | Path, node: str = "vla_inference") -> Trigge
     """The TriggerConfig a parameter file gives the inference node (defaults where unset), read
     as rcl reads it: wildcard sections, then the node's section at any namespace
     (`/robot1/vla_inference:` too); bounds are the node's (`TRIGGER_BOUNDS`)."""
-    from vla_ros.bag.check import load_node_params
+    from vla_ros.params import load_node_params
 
     params = load_node_params(path, node)
     return TriggerConfig(**{name: params[name] for name in TRIGGER_BOUNDS if name in params})

@@ -385,30 +385,11 @@ NODE_NAMES = ("vla_camera", "vla_inference", "vla_safety")
 
 def misspelled_sections(args: Sequence[str], known: Sequence[str] = NODE_NAMES) -> list[str]:
     """Sections of every `--params-file` in `args` whose node name is close to one of ours but
-    not equal (`vla_safty`): such a node would silently run on defaults. Other nodes' sections
-    (a shared file) and wildcards pass."""
-    import difflib
+    not equal (`vla_safty`): such a node would silently run on defaults."""
+    from vla_ros.params import misspelled_sections as in_file
 
-    import yaml
-
-    problems = []
     files = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--params-file"]
-    for path in files:
-        try:
-            with open(path, encoding="utf-8") as stream:
-                document = yaml.safe_load(stream) or {}
-        except (OSError, yaml.YAMLError):
-            continue  # rcl reports unreadable files itself
-        if not isinstance(document, dict):
-            continue
-        for section in document:
-            name = str(section).rsplit("/", 1)[-1]
-            if name in known or "*" in name:
-                continue
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
-            if close:
-                problems.append(f"{path}: section {section!r} (did you mean {close[0]!r}?)")
-    return problems
+    return [problem for path in files for problem in in_file(path, known)]
 
 
 def run_node(node_factory: Callable[[], Node], args: Sequence[str] | None = None) -> int:
