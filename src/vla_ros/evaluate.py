@@ -25,28 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from vla_ros.core.stats import wilson_interval
+from vla_ros.sim import robots
 from vla_ros.sim.scenario import Scenario
 
-ROBOT_TOPICS = {
-    "mobile3": {
-        "output": "/cmd_vel",
-        "raw": "/vla/cmd_raw",
-        "record": ("/cmd_vel", "/vla/cmd_raw", "/odom"),
-        "demo": ("/scan", "/vla/cmd_expert"),
-    },
-    "arm7": {
-        "output": "/servo_node/delta_twist_cmds",
-        "raw": "/vla/arm_cmd_raw",
-        "record": (
-            "/servo_node/delta_twist_cmds",
-            "/gripper/command",
-            "/vla/arm_cmd_raw",
-            "/vla/gripper_raw",
-            "/vla/ee_pose",
-        ),
-        "demo": ("/vla/arm_cmd_expert",),
-    },
-}
 COMMON_TOPICS = (
     "/vla/estop",
     "/vla_safety/status",
@@ -56,7 +37,6 @@ COMMON_TOPICS = (
 )
 OPTIONAL_TOPICS = frozenset({"/vla/estop", "/vla/inference_event"})
 """Recorded when someone publishes them; an episode does not wait for them."""
-STACK_MODE = {"mobile3": "mobile", "arm7": "arm"}
 
 
 def record_topics(robot: str, demonstrations: bool = False) -> tuple[str, ...]:
@@ -65,9 +45,9 @@ def record_topics(robot: str, demonstrations: bool = False) -> tuple[str, ...]:
     instruction (latched, once per episode), the safety node's command output (50 Hz), the
     expert's raw command (20 Hz), odometry or the end-effector pose (50 Hz) and the episode
     status, what a real robot would log."""
-    topics = ROBOT_TOPICS[robot]
-    extra = ("/camera/image_raw", *topics["demo"]) if demonstrations else ()
-    return (*topics["record"], *COMMON_TOPICS, *extra)
+    sim_robot = robots.get(robot)
+    extra = ("/camera/image_raw", *sim_robot.demo_topics) if demonstrations else ()
+    return (*sim_robot.command_topics(), sim_robot.state_topic, *COMMON_TOPICS, *extra)
 
 
 SYNC_LAG_S = 0.04
@@ -225,8 +205,13 @@ def _foreign_publishers(node: Any, robot: str) -> list[str]:
     """Topics with more publishers than this run has (its results would not be its own):
     another process shares the ROS_DOMAIN_ID."""
     found = []
-    topics = ROBOT_TOPICS[robot]
-    expected_counts = {"/clock": 1, topics["output"]: 1, topics["raw"]: 1, "/vla/estop": 0}
+    space = robots.get(robot).space
+    expected_counts = {
+        "/clock": 1,
+        "/" + space.output_topic: 1,
+        "/" + space.raw_topic: 1,
+        "/vla/estop": 0,
+    }
     for topic, expected in expected_counts.items():
         count = node.count_publishers(topic)
         if count > expected:
@@ -243,7 +228,8 @@ def _interventions(items: Sequence[Any], robot: str) -> float:
     from vla_ros.bag.io import deserialize
     from vla_ros.safety.config import twist_vector
 
-    raw, output = ROBOT_TOPICS[robot]["raw"], ROBOT_TOPICS[robot]["output"]
+    space = robots.get(robot).space
+    raw, output = "/" + space.raw_topic, "/" + space.output_topic
     latest: tuple[float, ...] | None = None
     changed = total = 0
     for item in sorted(items, key=lambda i: i.receive_ns):
@@ -330,7 +316,7 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
     from vla_ros.nodes.sim_node import SimNode
 
     stack = StackOptions(
-        mode=STACK_MODE[options.robot],
+        mode=options.robot,
         model_dir=options.model_dir,
         params_file=options.params_file,
         overlay_params_files=options.overlay_params_files,

@@ -34,15 +34,12 @@ from vla_ros.nodes.common import (
     topic_name_problem,
 )
 from vla_ros.safety.zones import quaternion_yaw
+from vla_ros.sim import robots
 from vla_ros.sim.arm import ArmExpert
-from vla_ros.sim.expert import MobileExpert, NoiseConfig
+from vla_ros.sim.expert import MobileExpert
 from vla_ros.sim.scenario import Box, Layout, Scenario, resolve_scenarios
 
 NODE_NAME = "vla_expert"
-ARM_NOISE = 0.15
-"""ArmExpert noise scale with `noise` on: a drift of about 2 cm in the approach, so the
-demonstrations cover off-path poses and, with the clean label, how to come back from them."""
-
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("control_rate_hz", 20.0, "raw command publish rate", min=1.0, max=200.0),
     ParamSpec("noise", False, "inject command noise (demonstrations with recoveries)"),
@@ -154,12 +151,8 @@ class ExpertNode(Node):
             if running and key != self._episode_key:
                 scenario = self._scenario(status["source"])
                 layout = layout_from_status(status)
-                if scenario.robot == "arm7":
-                    amount = ARM_NOISE if self._cfg["noise"] else 0.0
-                    expert = ArmExpert(scenario, layout, seed=layout.seed, noise=amount)
-                else:
-                    noise = NoiseConfig() if self._cfg["noise"] else None
-                    expert = MobileExpert(scenario, layout, noise=noise, seed=layout.seed)
+                robot = robots.get(scenario.robot)
+                expert = robot.expert(scenario, layout, layout.seed, bool(self._cfg["noise"]))
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             self.get_logger().error(f"bad episode message: {exc}")
             running, expert, key = False, None, None

@@ -54,6 +54,7 @@ from vla_ros.nodes.common import (
     run_node,
     topic_name_problem,
 )
+from vla_ros.sim import robots
 from vla_ros.sim.clock_sync import ClockHold, PolicyLockstep
 from vla_ros.sim.scenario import LANGUAGES, Scenario, ScenarioError, resolve_scenarios
 from vla_ros.sim.world import SENSOR_NOISE_STD, sensor_noise
@@ -292,13 +293,9 @@ class SimNode(Node):
 
     # ------------------------------------------------------------------ episodes
     def _world_for(self, scenario: Scenario) -> Any:
-        from vla_ros.sim.arm import ArmWorld
-        from vla_ros.sim.world import MobileWorld
-
         key = scenario.source
         if key not in self._worlds:
-            kind = MobileWorld if scenario.robot == "mobile3" else ArmWorld
-            self._worlds[key] = kind(
+            self._worlds[key] = robots.get(scenario.robot).world(
                 scenario, dt=self._cfg["step_dt"], image_size=self._cfg["image_size"]
             )
         return self._worlds[key]
@@ -323,7 +320,7 @@ class SimNode(Node):
             self._world = world
             world.scenario = scenario
             self._scenario = scenario
-            self._command = (0.0,) * (3 if scenario.robot == "mobile3" else 6)
+            self._command = robots.get(scenario.robot).zero_command()
             self._command_t = -math.inf
             self._gripper = None
             world.reset(int(self._cfg["seed"]))
