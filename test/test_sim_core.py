@@ -459,3 +459,17 @@ def test_the_expert_succeeds_for_any_seed(worlds, name, seed) -> None:
     world = worlds[name]
     run_expert(world, seed)
     assert world.result.success, world.result
+
+
+def test_one_finish_rule_for_every_robot():
+    from vla_ros.sim.arm import ArmResult
+    from vla_ros.sim.rules import EpisodeResult
+
+    for result in (EpisodeResult("s", 0), ArmResult("s", 0)):
+        result.path_length_m, result.shortest_m = 4.0, 3.0
+        result.finish("success")
+        assert (result.done, result.success, result.spl) == (True, True, 0.75)
+    for outcome in ("collision", "timeout", "wrong_side", "wrong_block", "aborted"):
+        result = EpisodeResult("s", 0, path_length_m=4.0, shortest_m=3.0)
+        result.finish(outcome)
+        assert (result.outcome, result.success, result.spl) == (outcome, False, 0.0)

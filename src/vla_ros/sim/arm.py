@@ -372,27 +372,20 @@ class ArmWorld:
             result.reached = bool(held and lifted >= LIFT_M)
         if self.in_contact():
             result.collision = True
-            self._finish("collision")
+            result.finish("collision")
         elif wrong is not None:
             result.compliant = False
-            self._finish("wrong_block")
+            result.finish("wrong_block")
         elif result.reached:
-            self._finish("success")
+            result.finish("success")
         elif self.time_s >= self.scenario.time_limit_s:
             result.timeout = True
-            self._finish("timeout")
+            result.finish("timeout")
 
     def abort(self) -> None:
         """End a running episode early (a reset mid-episode)."""
         if self._result is not None and not self._result.done:
-            self._finish("aborted")
-
-    def _finish(self, outcome: str) -> None:
-        result = self.result
-        result.outcome = outcome
-        result.success = outcome == "success"
-        if result.success:
-            result.spl = result.shortest_m / max(result.path_length_m, result.shortest_m)
+            self.result.finish("aborted")
 
     def snapshot(self) -> np.ndarray:
         return np.concatenate(

@@ -45,6 +45,14 @@ class EpisodeOutcome:
     def done(self) -> bool:
         return self.outcome != "running"
 
+    def finish(self, outcome: str) -> None:
+        """The one finish rule of every robot: success is the "success" outcome, and only a
+        success scores SPL (shortest path over the path driven, at most 1)."""
+        self.outcome = outcome
+        self.success = outcome == "success"
+        if self.success:
+            self.spl = self.shortest_m / max(self.path_length_m, self.shortest_m)
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -132,24 +140,17 @@ class MobileEpisode:
         result.compliant = all(side == self.scenario.side for side in result.sides)
         if contact:
             result.collision = True
-            self._finish("collision")
+            result.finish("collision")
         elif result.final_distance_m <= self.scenario.goal_tolerance_m:
             result.reached = True
-            self._finish("success" if result.compliant else "wrong_side")
+            result.finish("success" if result.compliant else "wrong_side")
         elif t >= self.scenario.time_limit_s:
             result.timeout = True
-            self._finish("timeout")
+            result.finish("timeout")
         return result
 
     def abort(self) -> EpisodeResult:
         """The episode was cut short (a reset mid-episode, the run stopped)."""
         if not self.result.done:
-            self._finish("aborted")
+            self.result.finish("aborted")
         return self.result
-
-    def _finish(self, outcome: str) -> None:
-        result = self.result
-        result.outcome = outcome
-        result.success = outcome == "success"
-        if result.success:
-            result.spl = result.shortest_m / max(result.path_length_m, result.shortest_m)
