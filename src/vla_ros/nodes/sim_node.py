@@ -27,6 +27,7 @@ instruction goes out on `vla/instruction` (when `publish_instruction`). When the
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import threading
@@ -54,6 +55,7 @@ from vla_ros.nodes.common import (
     run_node,
     topic_name_problem,
 )
+from vla_ros.safety.config import twist_vector
 from vla_ros.sim import robots
 from vla_ros.sim.clock_sync import ClockHold, PolicyLockstep
 from vla_ros.sim.scenario import LANGUAGES, Scenario, ScenarioError, resolve_scenarios
@@ -140,10 +142,6 @@ def _validate(values: Mapping[str, Any]) -> str | None:
     if abs(round(values["step_dt"] / 0.005) * 0.005 - values["step_dt"]) > 1e-9:
         return f"step_dt must be a multiple of 0.005 s, got {values['step_dt']}"
     return topic_name_problem(values, [name for name, _, _ in TOPIC_PARAMS])
-
-
-def _xyz(vector: Any) -> tuple[float, float, float]:
-    return (vector.x, vector.y, vector.z)
 
 
 def _stamp(t: float) -> Any:
@@ -272,8 +270,13 @@ class SimNode(Node):
         self._instruction_pub = self.create_publisher(String, cfg["instruction_topic"], LATCHED_QOS)
         self._episode_pub = self.create_publisher(String, cfg["episode_topic"], LATCHED_QOS)
         self._pose_pub = self.create_publisher(PoseStamped, cfg["ee_pose_topic"], SENSOR_QOS)
-        self.create_subscription(Twist, cfg["cmd_topic"], self._on_cmd, COMMAND_QOS)
-        self.create_subscription(TwistStamped, cfg["servo_topic"], self._on_servo, COMMAND_QOS)
+        for kind, topic, robot in (
+            (Twist, "cmd_topic", "mobile3"),
+            (TwistStamped, "servo_topic", "arm7"),
+        ):
+            self.create_subscription(
+                kind, cfg[topic], functools.partial(self._on_command, robot), COMMAND_QOS
+            )
         self.create_subscription(Float64, cfg["gripper_topic"], self._on_gripper, COMMAND_QOS)
         self.create_subscription(Bool, cfg["busy_topic"], self._on_busy, LATCHED_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset)
@@ -372,17 +375,12 @@ class SimNode(Node):
         self._episode_pub.publish(String(data=json.dumps(status, allow_nan=False, default=str)))
 
     # ------------------------------------------------------------------ stepping
-    def _on_cmd(self, msg: Twist) -> None:
+    def _on_command(self, robot: str, msg: Twist | TwistStamped) -> None:
+        """The safety node's output for `robot`, in its action space's axes; the other robot's
+        topic is ignored while this one is simulated."""
         with self._lock:
-            if self._scenario is not None and self._scenario.robot == "mobile3":
-                self._command = (msg.linear.x, msg.linear.y, msg.angular.z)
-                self._command_t = self.time_s
-
-    def _on_servo(self, msg: TwistStamped) -> None:
-        t = msg.twist
-        with self._lock:
-            if self._scenario is not None and self._scenario.robot == "arm7":
-                self._command = (t.linear.x, t.linear.y, t.linear.z, *_xyz(t.angular))
+            if self._scenario is not None and self._scenario.robot == robot:
+                self._command = robots.get(robot).space.from_twist(twist_vector(msg))
                 self._command_t = self.time_s
 
     def _on_gripper(self, msg: Float64) -> None:
