@@ -245,11 +245,11 @@ def test_tiny_policy_and_stack_run_arm6(arm6, tmp_path: Path, spin_until):
     from std_msgs.msg import String
 
     from vla_ros.bringup import StackOptions, build_stack, ros_args_for
-    from vla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, make_executor
     from vla_ros.policy.model import VLAPolicy
     from vla_ros.policy.tiny import make_tiny_model
     from vla_ros.policy.types import chunk_problem
     from vla_ros.safety.config import twist_vector
+    from vla_ros.transport import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, make_executor
 
     model_dir = make_tiny_model(tmp_path / "tiny_arm6", "arm6", seed=3)
     policy = VLAPolicy.from_pretrained(model_dir)

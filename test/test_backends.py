@@ -287,8 +287,8 @@ def test_inference_node_refuses_to_start_when_its_backend_cannot_load(
 ):
     from rclpy.parameter import Parameter
 
-    from vla_ros.nodes.common import ParameterError
     from vla_ros.nodes.inference_node import InferenceNode
+    from vla_ros.params import ParameterError
 
     model = copy_model(tiny_model_dir, tmp_path / "model")
     overrides = [

@@ -18,7 +18,7 @@ def talker(ros_context):
     from geometry_msgs.msg import Twist
     from std_msgs.msg import String
 
-    from vla_ros.nodes.common import LATCHED_QOS, SENSOR_QOS
+    from vla_ros.transport import LATCHED_QOS, SENSOR_QOS
 
     node = rclpy.create_node("talker", context=ros_context)
     node.string_pub = node.create_publisher(String, "/vla/instruction", LATCHED_QOS)

@@ -19,7 +19,8 @@ from std_msgs.msg import Header
 
 from vla_ros.core.image import SUPPORTED_ENCODINGS, resize_for_model
 from vla_ros.nodes.camera_node import CameraNode, LatestSlot, main
-from vla_ros.nodes.common import COMMAND_QOS, LATEST_ONLY_QOS, SENSOR_QOS, ParameterError
+from vla_ros.params import ParameterError
+from vla_ros.transport import COMMAND_QOS, LATEST_ONLY_QOS, SENSOR_QOS
 
 SIZE = 32
 

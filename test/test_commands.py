@@ -16,11 +16,11 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, String
 
 from vla_ros.cli import main
-from vla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, LATEST_ONLY_QOS
 from vla_ros.nodes.inference_node import InferenceNode
 from vla_ros.nodes.safety_node import SafetyNode
 from vla_ros.policy.stub import StubPolicy
 from vla_ros.policy.types import PolicySpec
+from vla_ros.transport import COMMAND_QOS, LATCHED_QOS, LATEST_ONLY_QOS
 
 pytestmark = pytest.mark.ros
 

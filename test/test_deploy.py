@@ -898,7 +898,8 @@ def stack_nodes(
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
     from rclpy.node import Node
 
-    from vla_ros.nodes.common import COMMAND_QOS, diagnostic_array
+    from vla_ros.nodes.common import diagnostic_array
+    from vla_ros.transport import COMMAND_QOS
 
     nodes = []
     for name in names:

@@ -23,16 +23,12 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float32, Float32MultiArray, Float64, Header, String
 from std_srvs.srv import Trigger
 
-from vla_ros.nodes.common import (
-    COMMAND_QOS,
-    LATCHED_QOS,
-    LATEST_ONLY_QOS,
-    ParameterError,
-)
 from vla_ros.nodes.inference_node import InferenceNode
+from vla_ros.params import ParameterError
 from vla_ros.policy.stub import MOTION_GAIN, StubPolicy, instruction_axis
 from vla_ros.policy.types import ActionChunk, PolicySpec
 from vla_ros.safety.config import twist_vector
+from vla_ros.transport import COMMAND_QOS, LATCHED_QOS, LATEST_ONLY_QOS
 
 pytestmark = pytest.mark.ros
 

@@ -150,7 +150,7 @@ def test_a_misspelled_key_refuses_the_start_naming_the_nearest_one(node, good, t
     import rclpy
     from rclpy.context import Context
 
-    from vla_ros.nodes.common import ParameterError
+    from vla_ros.params import ParameterError
     from vla_ros.policy.stub import StubPolicy
     from vla_ros.policy.types import PolicySpec
 

@@ -1,5 +1,6 @@
 """Import structure of `src/vla_ros`, read from the AST (function-level imports included): no
-module imports itself through others, and the ROS-free cores stay free of rclpy."""
+module imports itself through others or a layer above its own, and the ROS-free cores stay free
+of rclpy. ARCHITECTURE.md ("Layers") explains the order."""
 
 from __future__ import annotations
 
@@ -11,6 +12,37 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "vla_ros"
 ROS_FREE = ("core", "safety", "policy", "learn", "sim")
+
+LAYERS: tuple[tuple[str, ...], ...] = (
+    (
+        "vla_ros",
+        "vla_ros.files",
+        "vla_ros.params",
+        "vla_ros.action_space",
+        "vla_ros.policy.types",
+    ),
+    ("vla_ros.transport",),
+    ("vla_ros.safety", "vla_ros.core"),
+    ("vla_ros.bag",),
+    ("vla_ros.policy",),
+    ("vla_ros.sim",),
+    ("vla_ros.learn",),
+    ("vla_ros.nodes",),
+    (
+        "vla_ros.bringup",
+        "vla_ros.evaluate",
+        "vla_ros.faults",
+        "vla_ros.bench",
+        "vla_ros.commands",
+        "vla_ros.security",
+        "vla_ros.demo",
+        "vla_ros.cli",
+        "*.cli",
+    ),
+)
+"""Bottom first. A module belongs to the layer of its longest matching prefix; `*.cli` (every
+package's command line) is the application layer. The contracts every layer speaks (action
+spaces, the policy's spec and chunk types) sit at the bottom with the file and parameter readers."""
 
 
 def _module_name(path: Path) -> str:
@@ -86,6 +118,28 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def layer_of(name: str) -> int:
+    if name.endswith(".cli"):
+        return len(LAYERS) - 1
+    best, depth = None, -1
+    for level, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (name == prefix or name.startswith(prefix + ".")) and prefix.count(".") > depth:
+                best, depth = level, prefix.count(".")
+    if best is None:
+        raise AssertionError(f"{name} has no layer: add it to LAYERS")
+    return best
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    return sorted(
+        f"{name} -> {target}"
+        for name, targets in edges.items()
+        for target in targets
+        if layer_of(target) > layer_of(name)
+    )
+
+
 def test_the_cycle_finder_finds_a_planted_circle():
     edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
     assert cycles(edges) == [["a", "b", "c"]]
@@ -94,6 +148,20 @@ def test_the_cycle_finder_finds_a_planted_circle():
 
 def test_no_module_imports_itself_through_others():
     assert cycles(internal_edges()) == []
+
+
+def test_the_layer_check_finds_a_planted_upward_import():
+    planted = {"vla_ros.core.image": {"vla_ros.nodes.common"}, "vla_ros.sim.cli": {"vla_ros.bag"}}
+    assert upward_imports(planted) == ["vla_ros.core.image -> vla_ros.nodes.common"]
+    assert layer_of("vla_ros.policy.types") < layer_of("vla_ros.core.inference")
+
+
+def test_every_module_has_a_layer():
+    assert all(layer_of(name) >= 0 for name in MODULES)
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    assert upward_imports(internal_edges()) == []
 
 
 @pytest.mark.parametrize("layer", ROS_FREE)

@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vla_ros.bringup import default_params_file
 from vla_ros.core.trigger import TriggerConfig
 from vla_ros.learn.samples import (
     HistoryCadence,
@@ -18,6 +17,7 @@ from vla_ros.learn.samples import (
     history_indices,
     trigger_from_params,
 )
+from vla_ros.params import default_params_file
 
 
 def test_shipped_mobile_config_spaces_history_two_to_seven_steps():

@@ -13,11 +13,12 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from vla_ros.nodes.camera_node import CameraNode
-from vla_ros.nodes.common import COMMAND_QOS, ParameterError
 from vla_ros.nodes.inference_node import InferenceNode
 from vla_ros.nodes.safety_node import SafetyNode
+from vla_ros.params import ParameterError
 from vla_ros.policy.stub import StubPolicy
 from vla_ros.policy.types import PolicySpec
+from vla_ros.transport import COMMAND_QOS
 
 pytestmark = pytest.mark.ros
 

@@ -94,7 +94,7 @@ def test_pip_installs_executables_launch_and_config_into_the_prefix(tmp_path: Pa
 
 
 def test_default_parameter_files_resolve_without_a_ros_workspace(monkeypatch):
-    from vla_ros.bringup import default_params_file
+    from vla_ros.params import default_params_file
 
     monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
     for mode in ("mobile", "arm"):

@@ -19,8 +19,9 @@ from rclpy.qos import HistoryPolicy
 from std_msgs.msg import Bool, Float64
 from std_srvs.srv import Trigger
 
-from vla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, ParameterError
 from vla_ros.nodes.safety_node import SafetyNode, main
+from vla_ros.params import ParameterError
+from vla_ros.transport import COMMAND_QOS, LATCHED_QOS
 
 pytestmark = pytest.mark.ros
 

@@ -19,8 +19,9 @@ from sensor_msgs.msg import LaserScan
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
-from vla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, ParameterError
 from vla_ros.nodes.safety_node import SafetyNode, main
+from vla_ros.params import ParameterError
+from vla_ros.transport import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 
 pytestmark = pytest.mark.ros
 

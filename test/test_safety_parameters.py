@@ -15,14 +15,12 @@ from rclpy.parameter import Parameter
 from vla_ros import action_space as action_spaces
 from vla_ros.bag.check import check_bag
 from vla_ros.bag.io import BagError, BagWriter
-from vla_ros.nodes.common import ParameterError
 from vla_ros.nodes.safety_node import SafetyNode
-from vla_ros.params import load_node_params
+from vla_ros.params import RCL_OWN_PARAMETERS, ParameterError, load_node_params
 from vla_ros.safety.config import (
     DEFAULT_INPUTS,
     DEFAULT_LOCKS,
     PARAMS,
-    ROS_BUILTINS,
     SafetyConfig,
     param_names,
     section_keys,
@@ -180,7 +178,7 @@ def test_the_offline_key_list_is_what_the_node_declares(ros_context, mode, input
         ],
     )
     try:
-        declared = set(node.get_parameters_by_prefix("")) - set(ROS_BUILTINS)
+        declared = set(node.get_parameters_by_prefix("")) - set(RCL_OWN_PARAMETERS)
     finally:
         node.destroy_node()
     assert declared == section_keys(mode, inputs, locks)

@@ -36,9 +36,9 @@ def test_reset_mid_episode_holds_the_robot_until_the_safety_output_is_zero(
     from std_srvs.srv import Trigger
 
     from vla_ros.bringup import StackOptions, build_stack
-    from vla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, make_executor
     from vla_ros.nodes.expert_node import ExpertNode
     from vla_ros.nodes.sim_node import SimNode
+    from vla_ros.transport import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, make_executor
 
     context = stack_context
     sim = SimNode(context=context, parameter_overrides=[Parameter("seed", value=3)])
@@ -98,8 +98,8 @@ def test_reset_mid_episode_holds_the_robot_until_the_safety_output_is_zero(
 def test_bad_scenarios_are_refused_with_their_name(stack_context, spin_until) -> None:
     from rclpy.parameter import Parameter
 
-    from vla_ros.nodes.common import ParameterError
     from vla_ros.nodes.sim_node import SimNode
+    from vla_ros.params import ParameterError
 
     with pytest.raises(ParameterError, match="unknown scenario 'nope'"):
         SimNode(context=stack_context, parameter_overrides=[Parameter("scenario", value="nope")])
@@ -118,8 +118,8 @@ def test_bad_scenarios_are_refused_with_their_name(stack_context, spin_until) ->
 
 def test_expert_eval_through_the_stack_writes_summary_bags_and_png(tmp_path) -> None:
     from vla_ros.bag.check import check_bag
-    from vla_ros.bringup import default_params_file
     from vla_ros.evaluate import EvalOptions, run_eval
+    from vla_ros.params import default_params_file
     from vla_ros.sim.scenario import resolve_scenarios
 
     out = tmp_path / "eval"
@@ -289,8 +289,8 @@ def test_the_camera_can_be_published_as_jpeg(ros_context, spin_until) -> None:
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import CompressedImage
 
-    from vla_ros.nodes.common import SENSOR_QOS, make_executor
     from vla_ros.nodes.sim_node import SimNode
+    from vla_ros.transport import SENSOR_QOS, make_executor
 
     sim = SimNode(
         context=ros_context,
@@ -327,8 +327,8 @@ def test_the_clock_holds_for_an_inference_longer_than_the_stated_latency(
     from rclpy.parameter import Parameter
     from std_msgs.msg import Bool
 
-    from vla_ros.nodes.common import LATCHED_QOS, make_executor
     from vla_ros.nodes.sim_node import SimNode
+    from vla_ros.transport import LATCHED_QOS, make_executor
 
     sim = SimNode(
         context=ros_context,
@@ -372,9 +372,10 @@ def test_the_lidar_guard_overlay_stops_a_driver_steering_into_a_box(guard, spin_
     from rclpy.parameter import Parameter
     from std_msgs.msg import Bool, String
 
-    from vla_ros.bringup import StackOptions, build_stack, config_file, ros_args_for
-    from vla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, make_executor
+    from vla_ros.bringup import StackOptions, build_stack, ros_args_for
+    from vla_ros.files import config_file
     from vla_ros.nodes.sim_node import SimNode
+    from vla_ros.transport import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, make_executor
 
     overlays = (str(config_file("mobile_lidar_guard.yaml")),) if guard else ()
     options = StackOptions(mode="mobile", use_sim_time=True, overlay_params_files=overlays)

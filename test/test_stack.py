@@ -20,8 +20,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float64, String
 
 from vla_ros.bringup import StackOptions, build_stack, ros_args_for
-from vla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, make_executor
 from vla_ros.safety.config import twist_vector
+from vla_ros.transport import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, make_executor
 
 pytestmark = [pytest.mark.ros, pytest.mark.usefixtures("torch_one_thread")]
 

@@ -7,7 +7,6 @@ started here and one started with `ros2 launch` behave the same.
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,9 +21,8 @@ if TYPE_CHECKING:
     from vla_ros.policy.types import Policy
 
 from vla_ros import action_space as action_spaces
+from vla_ros.params import default_params_file
 from vla_ros.policy.backends import BACKENDS
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 
 @dataclass(frozen=True)
@@ -52,24 +50,6 @@ class StackOptions:
         if not path.is_file():
             raise FileNotFoundError(f"parameter file {path} does not exist")
         return path
-
-
-def default_params_file(mode: str) -> Path:
-    """The mode's parameter file (config/mobile.yaml, config/arm.yaml, ...)."""
-    return config_file(action_spaces.get(mode).params_file)
-
-
-def config_file(name: str) -> Path:
-    """A file of config/ from the source tree, else from share/vla_ros (pip or colcon install)."""
-    for candidate in (CONFIG_DIR / name, Path(sys.prefix) / "share" / "vla_ros" / "config" / name):
-        if candidate.is_file():
-            return candidate
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        return Path(get_package_share_directory("vla_ros")) / "config" / name
-    except (ImportError, LookupError, OSError):  # OSError: no ROS workspace sourced
-        return CONFIG_DIR / name
 
 
 def ros_args_for(options: StackOptions) -> list[str]:
@@ -137,10 +117,10 @@ def build_stack(
     from rclpy.parameter import Parameter
 
     from vla_ros.nodes.camera_node import CameraNode
-    from vla_ros.nodes.common import ParameterError
     from vla_ros.nodes.inference_node import InferenceNode
     from vla_ros.nodes.lifecycle import start, stop
     from vla_ros.nodes.safety_node import SafetyNode
+    from vla_ros.params import ParameterError
 
     action_space = action_spaces.canonical(options.mode)
     sim_time = Parameter("use_sim_time", value=options.use_sim_time)
@@ -209,13 +189,9 @@ def run_bringup(options: StackOptions) -> int:
     from rclpy.context import Context
     from rclpy.executors import ExternalShutdownException
 
-    from vla_ros.nodes.common import (
-        ParameterError,
-        StopSignals,
-        init_without_signal_handlers,
-        make_executor,
-        stop_nodes,
-    )
+    from vla_ros.nodes.common import StopSignals, init_without_signal_handlers, stop_nodes
+    from vla_ros.params import ParameterError
+    from vla_ros.transport import make_executor
 
     try:
         args = ros_args_for(options)

@@ -36,7 +36,7 @@ class Session:
         from rclpy.context import Context
         from rclpy.node import Node
 
-        from vla_ros.nodes.common import make_executor
+        from vla_ros.transport import make_executor
 
         self.context = Context()
         rclpy.init(args=[], context=self.context)
@@ -82,7 +82,7 @@ def _diagnostics(session: Session, into: dict[str, dict[str, Any]]) -> None:
     """Keep the newest /diagnostics status of each vla_ros node in `into`."""
     from diagnostic_msgs.msg import DiagnosticArray
 
-    from vla_ros.nodes.common import COMMAND_QOS
+    from vla_ros.transport import COMMAND_QOS
 
     safety_name = session.node.get_namespace().rstrip("/") + "/vla_safety"
     names = {**{v: k for k, v in DIAGNOSTIC_NAMES.items()}, safety_name: "vla_safety"}
@@ -107,7 +107,7 @@ def instruct(text: str, namespace: str, timeout_s: float) -> int:
     from std_msgs.msg import String
 
     from vla_ros.core.instruction import instruction_problem
-    from vla_ros.nodes.common import LATCHED_QOS
+    from vla_ros.transport import LATCHED_QOS
 
     problem = instruction_problem(text)
     if problem is not None:
@@ -154,7 +154,7 @@ def estop(release: bool, namespace: str, timeout_s: float) -> int:
     """Engage (service + latched topic) or release (topic false, then the safety reset)."""
     from std_msgs.msg import Bool
 
-    from vla_ros.nodes.common import LATCHED_QOS
+    from vla_ros.transport import LATCHED_QOS
 
     session = Session(namespace)
     try:
@@ -196,7 +196,7 @@ class StatusCollector:
         from lifecycle_msgs.srv import GetState
         from std_msgs.msg import Bool, Float32, String
 
-        from vla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS
+        from vla_ros.transport import COMMAND_QOS, LATCHED_QOS
 
         self.session = session
         self.diagnostics: dict[str, dict[str, Any]] = {}

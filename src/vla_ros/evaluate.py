@@ -311,9 +311,9 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
     from std_srvs.srv import Trigger
 
     from vla_ros.bringup import StackOptions, build_stack, ros_args_for
-    from vla_ros.nodes.common import make_executor
     from vla_ros.nodes.expert_node import ExpertNode
     from vla_ros.nodes.sim_node import SimNode
+    from vla_ros.transport import make_executor
 
     stack = StackOptions(
         mode=options.robot,

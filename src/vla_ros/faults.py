@@ -201,7 +201,7 @@ class _Driver:
         from sensor_msgs.msg import Image
         from std_msgs.msg import String
 
-        from vla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+        from vla_ros.transport import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 
         self.node = Node("vla_fault_driver", context=context)
         self._image_pub = self.node.create_publisher(Image, "/camera/image_raw", SENSOR_QOS)
@@ -435,7 +435,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _handle_drill(args: argparse.Namespace) -> int:
-    from vla_ros.bringup import default_params_file
+    from vla_ros.params import default_params_file
 
     faults = [f.strip() for f in args.faults.split(",") if f.strip()]
     unknown = [f for f in faults if f not in FAULTS]

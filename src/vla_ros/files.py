@@ -1,12 +1,16 @@
-"""Reading the small structured files users hand us (parameter, QoS, policy, processor files)."""
+"""Reading the small structured files users hand us (parameter, QoS, policy, processor files),
+and finding the ones we ship in config/."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 
 def read_mapping(
@@ -35,3 +39,16 @@ def read_mapping(
     if not isinstance(raw, dict):
         raise error(f"{path}: expected a mapping of {layout} at the top level")
     return raw
+
+
+def config_file(name: str) -> Path:
+    """A file of config/ from the source tree, else from share/vla_ros (pip or colcon install)."""
+    for candidate in (CONFIG_DIR / name, Path(sys.prefix) / "share" / "vla_ros" / "config" / name):
+        if candidate.is_file():
+            return candidate
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("vla_ros")) / "config" / name
+    except (ImportError, LookupError, OSError):  # OSError: no ROS workspace sourced
+        return CONFIG_DIR / name

@@ -9,15 +9,41 @@ every section whose last name is the node's, in file order. The nodes (through r
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vla_ros.files import read_mapping
+from vla_ros import action_space as action_spaces
+from vla_ros.files import config_file, read_mapping
+
+RCL_OWN_PARAMETERS = ("use_sim_time", "autostart", "start_type_description_service")
+"""Overrides that rclpy or ManagedNode read themselves, declared by the node or not."""
 
 
 class ParamsFileError(ValueError):
     """A parameter file that cannot be read or has no section for the node; names the file."""
+
+
+class ParameterError(ValueError):
+    """A parameter file or override that a node refuses to start with."""
+
+
+def default_params_file(mode: str) -> Path:
+    """The action space's parameter file (config/mobile.yaml, config/arm.yaml, ...)."""
+    return config_file(action_spaces.get(mode).params_file)
+
+
+def unknown_keys(keys: Iterable[str], known: Iterable[str]) -> list[str]:
+    """The keys of a node's section that it does not declare (rcl's own and `qos_overrides.*`
+    aside), each with the nearest declared one: a misspelling would leave the default in force."""
+    declared = sorted(known)
+    unknown = []
+    for key in sorted(keys):
+        if key in declared or key in RCL_OWN_PARAMETERS or key.startswith("qos_overrides."):
+            continue
+        near = difflib.get_close_matches(key, declared, n=1)
+        unknown.append(f"{key} (did you mean {near[0]}?)" if near else key)
+    return unknown
 
 
 def read_params_file(path: str | Path) -> dict[Any, Any]:

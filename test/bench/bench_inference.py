@@ -42,10 +42,10 @@ from std_msgs.msg import Header, String
 
 from vla_ros import bench
 from vla_ros.core.scene import SceneChangeDetector
-from vla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, LATEST_ONLY_QOS
 from vla_ros.nodes.inference_node import InferenceNode
 from vla_ros.policy.stub import StubPolicy
 from vla_ros.policy.types import PolicySpec
+from vla_ros.transport import COMMAND_QOS, LATCHED_QOS, LATEST_ONLY_QOS
 
 FPS = 30.0
 IMAGE_SIZE = 224

@@ -135,7 +135,7 @@ def hop_publisher(rate: float) -> int:
     from rclpy.executors import ExternalShutdownException
     from rclpy.node import Node
 
-    from vla_ros.nodes.common import COMMAND_QOS
+    from vla_ros.transport import COMMAND_QOS
 
     rclpy.init()
     node = Node("safety_bench_hop")
@@ -162,7 +162,7 @@ def bench_dds(rate: float, inputs: int, bare: bool) -> dict[str, float]:
     from rclpy.node import Node
     from std_msgs.msg import Bool
 
-    from vla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS
+    from vla_ros.transport import COMMAND_QOS, LATCHED_QOS
 
     process = _hop_process(rate) if bare else _safety_process(rate)
     context = Context()

@@ -70,7 +70,7 @@ def trial(
     from rclpy.node import Node
     from std_msgs.msg import Bool
 
-    from vla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS
+    from vla_ros.transport import COMMAND_QOS, LATCHED_QOS
 
     arm = mode in ("arm", "arm7")
     node_mode = {"mobile": "mobile3", "arm": "arm7"}.get(mode, mode)

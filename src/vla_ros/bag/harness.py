@@ -139,7 +139,7 @@ def run_bag(
     is still closed properly. Receive times follow `/clock` (bag time) when the replay publishes
     it, unless `use_sim_time` says otherwise, so they compare directly with header stamps.
     """
-    from vla_ros.nodes.common import make_executor
+    from vla_ros.transport import make_executor
 
     stop = stop or threading.Event()
     options = replay or ReplayOptions()

@@ -234,7 +234,7 @@ def synthesize(
     from sensor_msgs.msg import CompressedImage, Image
     from std_msgs.msg import Bool, String
 
-    from vla_ros.nodes.common import LATCHED_QOS, SENSOR_QOS
+    from vla_ros.transport import LATCHED_QOS, SENSOR_QOS
 
     config = config or SynthConfig()
     config.validate()

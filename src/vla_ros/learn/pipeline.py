@@ -252,7 +252,7 @@ def _handle(args: argparse.Namespace) -> int:
     if args.ablation:
         evals.append(("eval-step-history-event", step_model, "event", []))
     if args.lidar_guard and robot == "mobile3":
-        from vla_ros.bringup import config_file
+        from vla_ros.files import config_file
 
         guard = ["--params-overlay", str(config_file(LIDAR_GUARD))]
         evals.append(("eval-event-lidar-guard", model, "event", guard))

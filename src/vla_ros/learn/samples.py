@@ -68,7 +68,7 @@ def event_cadence(trigger: TriggerConfig, period_s: float, chunk: int) -> Histor
 def deployed_trigger(action_space: str, params: str | Path | None = None) -> TriggerConfig:
     """The trigger the inference node runs: from `params`, else the action space's shipped
     file (config/mobile.yaml or config/arm.yaml), whose trigger settings differ."""
-    from vla_ros.bringup import default_params_file
+    from vla_ros.params import default_params_file
 
     return trigger_from_params(params if params else default_params_file(action_space))
 

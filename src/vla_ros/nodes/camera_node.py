@@ -28,9 +28,6 @@ from vla_ros.core.image import (
 from vla_ros.core.scene import SceneChangeDetector
 from vla_ros.core.stats import LatencyStats
 from vla_ros.nodes.common import (
-    COMMAND_QOS,
-    LATEST_ONLY_QOS,
-    SENSOR_QOS,
     NodeParameters,
     ParamSpec,
     diagnostic_array,
@@ -38,6 +35,7 @@ from vla_ros.nodes.common import (
     topic_name_problem,
 )
 from vla_ros.nodes.lifecycle import ManagedNode
+from vla_ros.transport import COMMAND_QOS, LATEST_ONLY_QOS, SENSOR_QOS
 
 NODE_NAME = "vla_camera"
 

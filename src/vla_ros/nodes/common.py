@@ -1,4 +1,4 @@
-"""Plumbing every vla_ros node shares: QoS profiles, validated parameters, diagnostics, main()."""
+"""Plumbing every vla_ros node shares: validated parameters, diagnostics, signals, main()."""
 
 from __future__ import annotations
 
@@ -19,57 +19,16 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.context import Context
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import InvalidTopicNameException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-    qos_profile_sensor_data,
-)
 from rclpy.validate_topic_name import validate_topic_name
 
-SENSOR_QOS = qos_profile_sensor_data
-"""Camera and scan inputs: best effort, so a slow consumer drops frames instead of queueing them."""
-
-LATEST_ONLY_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT
-)
-"""Internal frame hand-off: only the newest frame matters, older ones are dropped, never queued."""
-
-COMMAND_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE
-)
-"""Velocity/gripper commands and small status messages."""
-
-LATCHED_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=1,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.TRANSIENT_LOCAL,
-)
-"""E-stop and instruction: a late joiner must still see the last value."""
-
-
-def latched_twin_events() -> SubscriptionEventCallbacks:
-    """Event callbacks for the transient-local half of a latched + volatile subscription pair.
-
-    A volatile publisher (what `ros2 topic pub` creates) never matches a transient-local
-    subscription, and rclpy's default handler then logs "offering incompatible QoS. No messages
-    will be received" although the volatile twin receives every message. Any other mismatch
-    (best effort, say) fails the twin too, whose default handler still reports it."""
-    return SubscriptionEventCallbacks(incompatible_qos=lambda _status: None)
-
+from vla_ros.params import ParameterError, unknown_keys
+from vla_ros.transport import make_executor
 
 ParamValue = bool | int | float | str | list
-
-
-class ParameterError(ValueError):
-    """A parameter file or override that the node refuses to start with."""
 
 
 @dataclass(frozen=True)
@@ -126,32 +85,15 @@ class ParamSpec:
         return descriptor
 
 
-ROS_SET_PARAMETERS = ("use_sim_time", "autostart", "start_type_description_service")
-"""Overrides that rclpy or ManagedNode read themselves, declared or not."""
-
-
 def unknown_override_problem(node: Node) -> str | None:
     """Keys of the node's parameter-file section (or `-p` overrides) that it never declared: a
     misspelling there would silently leave the default in force. Names the nearest real key."""
-    import difflib
-
     overrides = getattr(node, "_parameter_overrides", None) or {}
-    declared = sorted(node.get_parameters_by_prefix(""))
-    unknown = [
-        key
-        for key in sorted(overrides)
-        if not node.has_parameter(key)
-        and key not in ROS_SET_PARAMETERS
-        and not key.startswith("qos_overrides.")
-    ]
+    unknown = unknown_keys(overrides, node.get_parameters_by_prefix(""))
     if not unknown:
         return None
-    described = []
-    for key in unknown:
-        near = difflib.get_close_matches(key, declared, n=1)
-        described.append(f"{key} (did you mean {near[0]}?)" if near else key)
     return (
-        f"unknown parameter(s) for {node.get_name()}: {', '.join(described)}; "
+        f"unknown parameter(s) for {node.get_name()}: {', '.join(unknown)}; "
         "see `ros2 param list` or config/*.yaml"
     )
 
@@ -301,17 +243,6 @@ def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value)
-
-
-def make_executor(context: Context | None = None) -> SingleThreadedExecutor:
-    """The executor every vla_ros process spins.
-
-    Single-threaded on purpose: node callbacks only hand data to the core (microseconds) and the
-    slow work runs on each node's own worker thread. rclpy's MultiThreadedExecutor measured 6-10 ms
-    p99 input delay at 50 Hz and multi-second timer stalls at 1 kHz on a 2-core machine, against
-    0.7 ms for the single-threaded one (test/bench/bench_safety.py).
-    """
-    return SingleThreadedExecutor(context=context)
 
 
 class StopSignals:

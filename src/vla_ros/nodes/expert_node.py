@@ -24,20 +24,13 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from std_msgs.msg import Bool, Float64, String
 
-from vla_ros.nodes.common import (
-    COMMAND_QOS,
-    LATCHED_QOS,
-    SENSOR_QOS,
-    NodeParameters,
-    ParamSpec,
-    run_node,
-    topic_name_problem,
-)
+from vla_ros.nodes.common import NodeParameters, ParamSpec, run_node, topic_name_problem
 from vla_ros.safety.zones import quaternion_yaw
 from vla_ros.sim import robots
 from vla_ros.sim.arm import ArmExpert
 from vla_ros.sim.expert import MobileExpert
 from vla_ros.sim.scenario import Box, Layout, Scenario, resolve_scenarios
+from vla_ros.transport import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 
 NODE_NAME = "vla_expert"
 PARAMS: tuple[ParamSpec, ...] = (

@@ -51,21 +51,18 @@ from vla_ros.core.instruction import ReceiptDeduper, cdr_string, published_befor
 from vla_ros.core.path import planar_path, spatial_path
 from vla_ros.core.trigger import TRIGGER_BOUNDS, TriggerConfig
 from vla_ros.nodes.common import (
-    COMMAND_QOS,
-    LATCHED_QOS,
-    LATEST_ONLY_QOS,
     NodeParameters,
-    ParameterError,
     ParamSpec,
     diagnostic_array,
-    latched_twin_events,
     run_node,
     topic_name_problem,
 )
 from vla_ros.nodes.lifecycle import ManagedNode
+from vla_ros.params import ParameterError
 from vla_ros.policy.backends import BACKENDS
 from vla_ros.policy.codec import motion_to_twist_fields
 from vla_ros.policy.types import ActionChunk, Policy
+from vla_ros.transport import COMMAND_QOS, LATCHED_QOS, LATEST_ONLY_QOS, latched_twin_events
 
 NODE_NAME = "vla_inference"
 ACTION_SPACES = action_spaces.CHOICES

@@ -18,7 +18,8 @@ from typing import Any
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from vla_ros.nodes.common import ParameterError, unknown_override_problem
+from vla_ros.nodes.common import unknown_override_problem
+from vla_ros.params import ParameterError
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE

@@ -33,18 +33,14 @@ from std_srvs.srv import Trigger
 from vla_ros import action_space as action_spaces
 from vla_ros.core.stats import LatencyStats
 from vla_ros.nodes.common import (
-    COMMAND_QOS,
-    LATCHED_QOS,
-    SENSOR_QOS,
     NodeParameters,
-    ParameterError,
     ParamSpec,
     diagnostic_array,
-    latched_twin_events,
     run_node,
     unknown_override_problem,
 )
 from vla_ros.nodes.lifecycle import ManagedNode
+from vla_ros.params import ParameterError
 from vla_ros.safety.arbiter import InputSpec, LockSpec, RateLimiter
 from vla_ros.safety.config import (
     DEFAULT_INPUTS,
@@ -64,6 +60,7 @@ from vla_ros.safety.validator import (
     status_report,
     steady_limit,
 )
+from vla_ros.transport import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, latched_twin_events
 
 NODE_NAME = "vla_safety"
 _LEVELS = (DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR)

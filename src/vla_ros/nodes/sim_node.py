@@ -45,21 +45,14 @@ from sensor_msgs.msg import CompressedImage, Image, LaserScan
 from std_msgs.msg import Bool, Float64, String
 from std_srvs.srv import Trigger
 
-from vla_ros.nodes.common import (
-    COMMAND_QOS,
-    LATCHED_QOS,
-    SENSOR_QOS,
-    NodeParameters,
-    ParameterError,
-    ParamSpec,
-    run_node,
-    topic_name_problem,
-)
+from vla_ros.nodes.common import NodeParameters, ParamSpec, run_node, topic_name_problem
+from vla_ros.params import ParameterError
 from vla_ros.safety.config import twist_vector
 from vla_ros.sim import robots
 from vla_ros.sim.clock_sync import ClockHold, PolicyLockstep
 from vla_ros.sim.scenario import LANGUAGES, Scenario, ScenarioError, resolve_scenarios
 from vla_ros.sim.world import SENSOR_NOISE_STD, sensor_noise
+from vla_ros.transport import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 
 NODE_NAME = "vla_sim"
 CLOCK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from vla_ros import action_space as action_spaces
+from vla_ros import params as param_files
 
 MODES = action_spaces.CHOICES
 """Accepted mode spellings, live from `vla_ros.action_space` (aliases become canonical)."""
@@ -472,7 +473,6 @@ LOCK_FIELDS = ("topic", "priority")
 NODE_PARAMS = ("allow_runtime_loosening", "input_names", "lock_names")
 UNSTAMPED_INPUT_PARAM = "input_stamped"
 """Only where the output is an unstamped Twist (its input may still be stamped)."""
-ROS_BUILTINS = ("use_sim_time", "autostart", "start_type_description_service")
 
 
 def section_keys(
@@ -493,8 +493,6 @@ def section_keys(
 def unknown_keys(params: Mapping[str, Any]) -> list[str]:
     """A vla_safety section's keys the node would refuse to start with, each with the nearest
     real one: a misspelling would otherwise leave that limit at its default."""
-    import difflib
-
     mode = params.get("mode", "mobile3")
     if not isinstance(mode, str) or mode not in MODES:
         return []  # validate() names a bad mode
@@ -503,13 +501,7 @@ def unknown_keys(params: Mapping[str, Any]) -> list[str]:
         _names(params.get("input_names"), DEFAULT_INPUTS),
         _names(params.get("lock_names"), DEFAULT_LOCKS),
     )
-    unknown = []
-    for key in sorted(params):
-        if key in known or key in ROS_BUILTINS or key.startswith("qos_overrides."):
-            continue
-        near = difflib.get_close_matches(key, sorted(known), n=1)
-        unknown.append(f"{key} (did you mean {near[0]}?)" if near else key)
-    return unknown
+    return param_files.unknown_keys(params, known)
 
 
 def _names(value: Any, default: Sequence[str]) -> Sequence[str]:
