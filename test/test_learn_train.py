@@ -212,6 +212,61 @@ def test_lora_is_merged_and_full_trains_every_weight(dataset, learnable, tmp_pat
         assert not torch.allclose(old, new), f"{recipe}: the trunk did not change"
 
 
+def test_a_new_recipe_is_one_registration(dataset, learnable, tmp_path):
+    """A toy recipe (only the action token and the head learn) is one `register`: the CLI offers
+    it, TrainConfig accepts it, and the trainer trains exactly what it says."""
+    from vla_ros.learn.config import TrainConfig as Config
+    from vla_ros.learn.recipes import RECIPES, Recipe, register
+
+    @register
+    class TokenRecipe(Recipe):
+        name = "token"
+        help = "only the action token and the head"
+
+        def prepare(self, backbone):
+            for param in backbone.parameters():
+                param.requires_grad_(False)
+            backbone.action_token.requires_grad_(True)
+            return backbone
+
+    try:
+        import argparse
+
+        parser = argparse.ArgumentParser()
+        Config.add_arguments(parser)
+        required = ["--dataset", "d", "--init", "i", "--out", "o", "--recipe", "token"]
+        assert Config.from_args(parser.parse_args(required)).recipe == "token"
+        out = tmp_path / "token"
+        train(_config(dataset, learnable, out, recipe="token", max_steps=2, lr=1e-2))
+        before = VLAPolicy.from_pretrained(learnable)
+        after = VLAPolicy.from_pretrained(out)
+        assert not torch.equal(after.backbone.action_token, before.backbone.action_token)
+        frozen = dict(before.backbone.vlm.named_parameters())
+        for name, value in after.backbone.vlm.named_parameters():
+            assert torch.equal(value, frozen[name]), f"{name} trained"
+        assert PolicyConfig.load(out).extra["trained"]["recipe"] == "token"
+        with pytest.raises(ValueError, match="already registered"):
+            register(TokenRecipe)
+    finally:
+        RECIPES.pop("token", None)
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        _config(dataset, learnable, out, recipe="token")
+
+
+@pytest.mark.parametrize(
+    ("recipe", "option", "message"),
+    [
+        ("head", {"gradient_checkpointing": True}, "does not train the trunk"),
+        ("full", {"lora_vision": True}, "lora_vision needs the lora recipe"),
+        ("head", {"lora_vision": True}, "lora_vision needs the lora recipe"),
+    ],
+)
+def test_a_recipe_refuses_the_options_it_would_ignore(recipe, option, message):
+    with pytest.raises(ValueError, match=message):
+        _config("d", "i", "o", recipe=recipe, **option)
+    assert _config("d", "i", "o", recipe="lora", **option).recipe == "lora"
+
+
 def test_step_history_ablation_is_recorded(dataset, learnable, tmp_path):
     out = tmp_path / "step"
     train(_config(dataset, learnable, out, history="step", max_steps=1))
@@ -332,7 +387,17 @@ def test_the_train_cli_is_generated_from_train_config():
         if spec.default is not MISSING:
             assert getattr(parsed, spec.name) == spec.default, spec.name
     flags = TrainConfig.from_args(
-        parser.parse_args([*required, "--no-progress", "--lora-vision", "--lr-schedule", "cosine"])
+        parser.parse_args(
+            [
+                *required,
+                "--no-progress",
+                "--recipe",
+                "lora",
+                "--lora-vision",
+                "--lr-schedule",
+                "cosine",
+            ]
+        )
     )
     assert (flags.progress, flags.lora_vision, flags.lr_schedule) == (False, True, "cosine")
     with pytest.raises(SystemExit):

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-RECIPES = ("head", "lora", "full")
+from vla_ros.learn.recipes import RECIPES
+
 LR_SCHEDULES = ("constant", "cosine")
 HISTORIES = ("event", "step")
 STRATEGIES = ("ddp", "fsdp")
@@ -29,13 +31,14 @@ _TYPES: dict[str, type] = {
 
 def option(
     default: Any = MISSING,
-    help: str = "",
+    help: str | Callable[[], str] = "",
     *,
-    choices: tuple[str, ...] | None = None,
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,
     metavar: str | None = None,
     cli: bool = True,
 ) -> Any:
-    """A TrainConfig field with what its `--option` says; `cli=False` keeps it off the CLI."""
+    """A TrainConfig field with what its `--option` says; `cli=False` keeps it off the CLI.
+    A callable help or choices is read when used, so a registry's later entries count."""
     metadata = {"help": help, "choices": choices, "metavar": metavar, "cli": cli}
     return field(default=default, metadata=metadata)
 
@@ -49,9 +52,8 @@ class TrainConfig:
     out: str = option(help="model directory to write")
     recipe: str = option(
         "head",
-        "head: frozen trunk, train the action head; lora: + LoRA adapters on the decoder; "
-        "full: every weight",
-        choices=RECIPES,
+        lambda: "; ".join(f"{name}: {recipe.help}" for name, recipe in RECIPES.items()),
+        choices=lambda: tuple(RECIPES),
     )
     epochs: int = option(10, "passes over the training split")
     max_steps: int | None = option(None, "stop after this many steps")
@@ -128,18 +130,18 @@ class TrainConfig:
                         "--no-" + spec.name.replace("_", "-"),
                         dest=spec.name,
                         action="store_false",
-                        help=meta["help"],
+                        help=_live(meta["help"]),
                     )
                 else:
-                    parser.add_argument(flag, action="store_true", help=meta["help"])
+                    parser.add_argument(flag, action="store_true", help=_live(meta["help"]))
                 continue
-            extra: dict[str, Any] = {"type": kind, "help": meta["help"]}
+            extra: dict[str, Any] = {"type": kind, "help": _live(meta["help"])}
             if spec.default is MISSING:
                 extra["required"] = True
             else:
                 extra["default"] = spec.default
             if meta["choices"] is not None:
-                extra["choices"] = meta["choices"]
+                extra["choices"] = _live(meta["choices"])
             if meta["metavar"] is not None:
                 extra["metavar"] = meta["metavar"]
             parser.add_argument(flag, **extra)
@@ -155,7 +157,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the first option out of range; returns self."""
         for spec in fields(self):
-            choices = spec.metadata.get("choices")
+            choices = _live(spec.metadata.get("choices"))
             value = getattr(self, spec.name)
             if choices is not None and value not in choices:
                 raise ValueError(f"{spec.name} must be one of {list(choices)}, got {value!r}")
@@ -174,8 +176,13 @@ class TrainConfig:
             math.isfinite(self.max_minutes) and self.max_minutes > 0
         ):
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
+        RECIPES[self.recipe].check(self)
         if self.budget_calibration_steps < 1:
             raise ValueError(
                 f"budget_calibration_steps must be >= 1, got {self.budget_calibration_steps}"
             )
         return self
+
+
+def _live(value: Any) -> Any:
+    return value() if callable(value) else value

@@ -2,13 +2,9 @@
 
 The model is the deployed one, not a copy: `PaliGemmaBackbone` (the same `sequence`/`decode`
 the inference path runs, batched by `batch_features`) and `LSTMPolicyHead` (its LSTM and MLPs),
-so what is trained is exactly what `VLAPolicy` loads. Recipes:
-
-- `head`: trunk and action token frozen; the ACT feature of every dataset frame is computed once
-  (the trunk runs once per frame per dataset, not per epoch) and the LSTM + MLPs train on them.
-- `lora`: PEFT LoRA adapters on the Gemma decoder (and SigLIP with `lora_vision`) + action token
-  + head; the adapters are merged into the saved weights, so the output loads unchanged.
-- `full`: everything trains.
+so what is trained is exactly what `VLAPolicy` loads. Which weights train is the recipe's
+(`recipes.py`: `head`, `lora`, `full`); with a frozen trunk the ACT feature of every dataset frame
+is computed once (the trunk runs once per frame per dataset, not per epoch).
 
 Losses are RoboVLMs': Huber (delta 1) on the normalised motion + 0.01 BCE-with-logits on the
 gripper, both masked by the chunk mask; actions are clipped to the dataset's [min, max] and mapped
@@ -37,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vla_ros.learn.config import TrainConfig
+from vla_ros.learn.recipes import recipe_for
 from vla_ros.learn.samples import (
     HistoryCadence,
     chunk_target,
@@ -157,7 +154,8 @@ class SampleSet(torch.utils.data.Dataset):
 
 
 class TrainablePolicy(nn.Module):
-    """Backbone + head as one module for Accelerate; `features` given = the `head` recipe."""
+    """Backbone + head as one module for Accelerate; no backbone: the features come cached (a
+    recipe that does not train the trunk)."""
 
     def __init__(self, backbone: nn.Module | None, head: nn.Module) -> None:
         super().__init__()
@@ -211,6 +209,7 @@ class _Trainer:
         from accelerate.utils import set_seed
 
         self.config = config
+        self.recipe = recipe_for(config)
         self.out = Path(config.out)
         mixed = config.mixed_precision
         if mixed == "auto":
@@ -321,39 +320,13 @@ class _Trainer:
         self.instruction_ids = {}
         self.backbone = backbone
         self.head = head
-        if cfg.recipe == "head":
-            for param in backbone.parameters():
-                param.requires_grad_(False)
+        trunk = self.recipe.prepare(backbone)
+        if not self.recipe.trains_trunk:
             self.cache = {
                 name: self._cache_features(split)
                 for name, split in (("train", self.train_split), ("validation", self.val_split))
             }
-            self.model = TrainablePolicy(None, head)
-        else:
-            if cfg.gradient_checkpointing:
-                # Keep only each decoder layer's input; recompute the rest in backward.
-                backbone.vlm.gradient_checkpointing_enable(
-                    gradient_checkpointing_kwargs={"use_reentrant": False}
-                )
-            if cfg.recipe == "lora":
-                self._add_lora()
-            self.model = TrainablePolicy(backbone, head)
-
-    def _add_lora(self) -> None:
-        from peft import LoraConfig, get_peft_model
-
-        targets = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-        if self.config.lora_vision:
-            targets = f"({targets})|(.*vision_tower.*\\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2))"
-        lora = LoraConfig(
-            r=self.config.lora_rank,
-            lora_alpha=2 * self.config.lora_rank,
-            lora_dropout=0.0,
-            target_modules=targets,
-        )
-        # Adapters are injected into backbone.vlm in place; the PeftModel is kept only to merge.
-        self._peft = get_peft_model(self.backbone.vlm, lora)
-        self.backbone.action_token.requires_grad_(True)
+        self.model = TrainablePolicy(trunk, head)
 
     def _text_ids(self, instructions: list[str]) -> list[torch.Tensor]:
         ids = []
@@ -387,7 +360,7 @@ class _Trainer:
             "inverse": inverse.to(device),
             "lengths": batch["length"].cpu(),
         }
-        if self.config.recipe == "head":
+        if not self.recipe.trains_trunk:
             inputs["features"] = self.cache[_cache_key(name)][unique].to(device)
         else:
             split = self.val_split if name == "validation" else self.train_split
@@ -686,8 +659,7 @@ class _Trainer:
         acc.wait_for_everyone()
         if not self.is_main:
             return
-        if self.config.recipe == "lora":
-            self._peft.merge_and_unload()
+        self.recipe.before_save(self.backbone)
         backbone = self.backbone
         with quiet_progress():
             backbone.vlm.save_pretrained(str(self.out))
