@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from vla_ros.cli import build_parser
 from vla_ros.learn import pipeline
 from vla_ros.policy.config import PolicyConfig
@@ -188,3 +190,38 @@ def test_budgets_are_epochs_and_the_clock_is_only_a_guard_that_is_reported(tmp_p
     report = json.loads((out / "report.json").read_text())
     assert report["cut_by_max_minutes"] == ["model-trunk"]
     assert "Cut by --max-minutes: model-trunk" in (out / "report.md").read_text()
+
+
+def test_training_stages_are_configurations_recorded_as_the_command_that_makes_each(
+    tmp_path, monkeypatch
+):
+    import shlex
+
+    from vla_ros.learn.config import TrainConfig
+
+    calls = []
+    monkeypatch.setattr(pipeline, "_run", _fake_stages(tmp_path, calls))
+    args = build_parser().parse_args(["train-demo", "--out", str(tmp_path), "--ablation"])
+    assert args.handler(args) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    expected = dict(pipeline._training_configs(args, tmp_path, 6))
+    assert list(expected) == ["train-probe", "train-trunk", "train", "train-step-history"]
+    for name, config in expected.items():
+        words = shlex.split(report["commands"][name])
+        assert words[:2] == ["vla-ros", "train"]
+        assert dict(calls)[name] == words[1:]
+        parsed = build_parser().parse_args(words[1:])
+        assert TrainConfig.from_args(parsed) == config, name
+        assert f"- {name}: `vla-ros train " in (tmp_path / "report.md").read_text()
+    assert report["commands"]["eval-event"].startswith("vla-ros sim eval ")
+
+
+def test_a_training_option_out_of_range_stops_train_demo_before_the_demonstrations(
+    tmp_path, monkeypatch
+):
+    calls = []
+    monkeypatch.setattr(pipeline, "_run", _fake_stages(tmp_path, calls))
+    args = build_parser().parse_args(["train-demo", "--out", str(tmp_path), "--trunk-lr", "-1"])
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        args.handler(args)
+    assert [name for name, _ in calls] == ["init"]

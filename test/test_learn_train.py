@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from learn_support import blob_frame, write_toy_bag
 from vla_ros.cli import main
@@ -210,6 +212,42 @@ def test_lora_is_merged_and_full_trains_every_weight(dataset, learnable, tmp_pat
             old = before.backbone(before.backbone.preprocess(frame), ids)
             new = after.backbone(after.backbone.preprocess(frame), ids)
         assert not torch.allclose(old, new), f"{recipe}: the trunk did not change"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    recipe=st.sampled_from(["head", "lora", "full"]),
+    epochs=st.integers(1, 500),
+    lr=st.floats(1e-9, 10.0, allow_nan=False),
+    max_minutes=st.one_of(st.none(), st.floats(0.01, 1e4, allow_nan=False)),
+    window=st.one_of(st.none(), st.integers(1, 64)),
+    progress=st.booleans(),
+    keep_best=st.booleans(),
+    history=st.sampled_from(["event", "step"]),
+)
+def test_a_configuration_is_its_command_line(
+    recipe, epochs, lr, max_minutes, window, progress, keep_best, history
+):
+    """`to_argv` parses back to the same configuration (train-demo records stages this way)."""
+    import argparse
+
+    config = _config(
+        "d e",
+        "i",
+        "o",
+        recipe=recipe,
+        epochs=epochs,
+        lr=lr,
+        max_minutes=max_minutes,
+        window=window,
+        progress=progress,
+        keep_best=keep_best,
+        history=history,
+        max_steps=None,
+    )
+    parser = argparse.ArgumentParser()
+    TrainConfig.add_arguments(parser)
+    assert TrainConfig.from_args(parser.parse_args(config.to_argv())) == config
 
 
 def test_a_new_recipe_is_one_registration(dataset, learnable, tmp_path):

@@ -146,6 +146,23 @@ class TrainConfig:
                 extra["metavar"] = meta["metavar"]
             parser.add_argument(flag, **extra)
 
+    def to_argv(self) -> list[str]:
+        """The `vla-ros train` options that make this configuration: every value spelled out
+        (so the line still means the same run after a default changes), a flag where a bool
+        differs from its default, nothing for an unset optional value."""
+        argv: list[str] = []
+        for spec in fields(self):
+            if not spec.metadata.get("cli", True):
+                continue
+            value = getattr(self, spec.name)
+            flag = spec.name.replace("_", "-")
+            if isinstance(value, bool):
+                if value != spec.default:
+                    argv.append(f"--{flag}" if value else f"--no-{flag}")
+            elif value is not None:
+                argv += [f"--{flag}", repr(value) if isinstance(value, float) else str(value)]
+        return argv
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainConfig:
         names = [spec.name for spec in fields(cls)]

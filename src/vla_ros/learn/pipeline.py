@@ -14,19 +14,25 @@ history (`--recipe head`), and `train-step-history` does the same with per-step 
 ablation, `--ablation`). Last, `sim eval` on held-out seeds event-triggered and every-frame, with
 `--ablation` the ablation model and with `--lidar-guard` (mobile) event-triggered behind the
 safety node's lidar guard too, the instruction
-alternating English and Korean per episode. Wall time per stage, the results table and the
-paths go to `OUT/report.md` and `OUT/report.json`.
+alternating English and Korean per episode. The training stages are `TrainConfig`s, built and
+validated before the first demonstration is made, and run as `vla-ros train` with their
+`to_argv()`. Wall time per stage, the results table, each stage's command line and the paths go
+to `OUT/report.md` and `OUT/report.json`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from vla_ros.learn.config import TrainConfig
 
 CUT_EXIT = 3
 """Exit status of a train-demo whose --max-minutes guard cut a training stage."""
@@ -168,7 +174,10 @@ def _handle(args: argparse.Namespace) -> int:
     skip = set(args.skip)
     robot = resolve_scenarios(args.scenarios)[0].robot
 
+    commands: dict[str, str] = {}
+
     def stage(name: str, argv: list[str], output: Path) -> None:
+        commands[name] = shlex.join(["vla-ros", *argv])
         if name in skip and output.exists():
             print(f"== {name}: skipped ({output} exists)")
             return
@@ -188,6 +197,8 @@ def _handle(args: argparse.Namespace) -> int:
         ],
         init / "policy.yaml",
     )
+    # Every training run is configured (and so validated) before the demonstrations are made.
+    trainings = _training_configs(args, out, _window(init))
     stage(
         "collect",
         [
@@ -206,45 +217,8 @@ def _handle(args: argparse.Namespace) -> int:
         ],
         dataset / "meta.json",
     )  # fmt: skip
-    guard = ["--max-minutes", str(args.max_minutes)] if args.max_minutes else []
-    common = [
-        "train", "--dataset", str(dataset), "--batch-size", str(args.batch_size),
-        "--no-progress", "--overwrite", "--keep-best", "--seed", str(args.seed), *guard,
-    ]  # fmt: skip
-    head_init = init
-    if args.trunk_recipe != "none":
-        single_frames = ["--window", "1", "--history", "step"]
-        stage(
-            "train-probe",
-            [
-                *common, "--init", str(init), "--out", str(probe), "--recipe", "head",
-                *single_frames, "--epochs", str(args.probe_epochs), "--lr", str(args.lr),
-            ],
-            probe / "policy.yaml",
-        )  # fmt: skip
-        stage(
-            "train-trunk",
-            [
-                *common, "--init", str(probe), "--out", str(trunk), "--recipe",
-                args.trunk_recipe, *single_frames, "--epochs", str(args.trunk_epochs),
-                "--lr", str(args.trunk_lr),
-                "--warmup-steps", "100", "--lr-schedule", "cosine",
-            ],
-            trunk / "policy.yaml",
-        )  # fmt: skip
-        head_init = trunk
-    window = _window(init)
-    head = [
-        *common, "--init", str(head_init), "--recipe", "head", "--window", str(window),
-        "--epochs", str(args.epochs), "--lr", str(args.lr), "--lr-schedule", "cosine",
-    ]  # fmt: skip
-    stage("train", [*head, "--out", str(model), "--history", "event"], model / "policy.yaml")
-    if args.ablation:
-        stage(
-            "train-step-history",
-            [*head, "--out", str(step_model), "--history", "step"],
-            step_model / "policy.yaml",
-        )
+    for name, config in trainings:
+        stage(name, ["train", *config.to_argv()], Path(config.out) / "policy.yaml")
     evals: list[tuple[str, Path, str, list[str]]] = [
         ("eval-event", model, "event", []),
         ("eval-every-frame", model, "every-frame", []),
@@ -277,6 +251,7 @@ def _handle(args: argparse.Namespace) -> int:
         "training": trained,
         "seed": args.seed,
         "cut_by_max_minutes": cut,
+        "commands": commands,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (out / "report.md").write_text(_markdown(report), encoding="utf-8")
@@ -289,6 +264,62 @@ def _handle(args: argparse.Namespace) -> int:
         )
         return CUT_EXIT
     return 0
+
+
+def _training_configs(
+    args: argparse.Namespace, out: Path, window: int
+) -> list[tuple[str, TrainConfig]]:
+    """The training stages in order. `train-probe` fits the head on the frozen random trunk,
+    `train-trunk` then trains the trunk from it on single frames, and the head stages train the
+    LSTM at the init model's `window` on the (trained) trunk's cached features."""
+    common = TrainConfig(
+        dataset=str(out / "dataset"),
+        init=str(out / "model-init"),
+        out=str(out / "model"),
+        batch_size=args.batch_size,
+        progress=False,
+        overwrite=True,
+        keep_best=True,
+        seed=args.seed,
+        max_minutes=args.max_minutes or None,
+    )
+    stages = []
+    head_init = common.init
+    if args.trunk_recipe != "none":
+        single_frames = replace(common, window=1, history="step")
+        probe = replace(
+            single_frames, out=str(out / "model-probe"), epochs=args.probe_epochs, lr=args.lr
+        )
+        trunk = replace(
+            single_frames,
+            init=probe.out,
+            out=str(out / "model-trunk"),
+            recipe=args.trunk_recipe,
+            epochs=args.trunk_epochs,
+            lr=args.trunk_lr,
+            warmup_steps=100,
+            lr_schedule="cosine",
+        )
+        stages += [("train-probe", probe), ("train-trunk", trunk)]
+        head_init = trunk.out
+    head = replace(
+        common,
+        init=head_init,
+        window=window,
+        epochs=args.epochs,
+        lr=args.lr,
+        lr_schedule="cosine",
+        history="event",
+    )
+    stages.append(("train", head))
+    if args.ablation:
+        stages.append(
+            (
+                "train-step-history",
+                replace(head, out=str(out / "model-step-history"), history="step"),
+            )
+        )
+    return stages
 
 
 def _window(model_dir: Path) -> int:
@@ -351,6 +382,9 @@ def _markdown(report: dict[str, Any]) -> str:
             f"| {t['seconds']} | {t['samples_per_s']} | "
             f"{t['initial_val_loss']:.4f} -> {t['val_loss']:.4f} | {t['val_nrmse']:.4f} |"
         )
+    if report.get("commands"):
+        lines += ["", "Each stage as a command line:", ""]
+        lines += [f"- {name}: `{command}`" for name, command in report["commands"].items()]
     if report.get("cut_by_max_minutes"):
         lines += [
             "",
