@@ -82,7 +82,7 @@ def test_reset_mid_episode_holds_the_robot_until_the_safety_output_is_zero(
         assert future.result().success, future.result().message
         assert sim.state == "settling"
         marker = len(seen["states"])
-        start = sim._world.layout.start[:2]
+        start = sim.episode.world.layout.start[:2]
         assert spin_until(
             executor, lambda: any(s[0] == "running" for s in seen["states"][marker:]), 30.0
         )

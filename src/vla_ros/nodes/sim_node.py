@@ -17,12 +17,10 @@ machine's load, so a closed-loop result measures the policy at a stated latency 
 one), not this computer's speed.
 
 Episodes: `~/reset` (std_srvs/Trigger) starts the scenario and seed in the `scenario`/`seed`
-parameters (set them first to choose). After a reset the robot is held at its new start pose
-(state `settling`) until `settle_s` passed and the incoming command is zero, so the previous
-episode's motion can never leak into the next; then the state is `running` and the scenario's
-instruction goes out on `vla/instruction` (when `publish_instruction`). When the episode ends
-(success, collision, timeout, wrong side) the robot is held and the instruction is cleared.
-`~/episode` (latched JSON) reports the state, the layout and the result.
+parameters (set them first to choose). The episode's states (`settling` -> `running` -> `done`)
+are `vla_ros.sim.episode`'s; this node publishes the scenario's instruction on `vla/instruction`
+(when `publish_instruction`) once it runs, clears it when it ends (success, collision, timeout,
+wrong side), and reports the state, the layout and the result on `~/episode` (latched JSON).
 """
 
 from __future__ import annotations
@@ -50,6 +48,7 @@ from vla_ros.params import ParameterError
 from vla_ros.safety.config import twist_vector
 from vla_ros.sim import robots
 from vla_ros.sim.clock_sync import ClockHold, PolicyLockstep
+from vla_ros.sim.episode import Episode
 from vla_ros.sim.scenario import LANGUAGES, Scenario, ScenarioError, resolve_scenarios
 from vla_ros.sim.world import SENSOR_NOISE_STD, sensor_noise
 from vla_ros.transport import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
@@ -235,21 +234,13 @@ class SimNode(Node):
         cfg = self._cfg
         self._lock = threading.Lock()
         self._worlds: dict[str, Any] = {}
-        self._world: Any = None
-        self._scenario: Scenario | None = None
-        self._state = "idle"
-        self._state_since = 0.0
+        self._episode: Episode | None = None
         self.time_s = 0.0
         self._steps = 0
-        self._command: tuple[float, ...] = (0.0, 0.0, 0.0)
-        self._gripper: float | None = None
-        self._command_t = -math.inf
         self._next_camera = 0.0
         self._next_scan = 0.0
-        self._instruction = ""
         self.controller_hold = ClockHold()
         self.policy_lockstep = PolicyLockstep()
-        self._episode_frames = 0
         self.episodes: list[dict[str, Any]] = []
 
         self._clock_pub = self.create_publisher(Clock, "/clock", CLOCK_QOS)
@@ -310,19 +301,13 @@ class SimNode(Node):
         except (ScenarioError, FileNotFoundError, ValueError) as exc:
             return False, str(exc)
         with self._lock:
-            if self._state in ("settling", "running") and self._world is not None:
-                self._world.abort()
+            if self._episode is not None and self._episode.abort():
                 self._publish_episode()
-            self._world = world
             world.scenario = scenario
-            self._scenario = scenario
-            self._command = robots.get(scenario.robot).zero_command()
-            self._command_t = -math.inf
-            self._gripper = None
             world.reset(int(self._cfg["seed"]))
-            self._instruction = text
-            self._episode_frames = 0
-            self._set_state("settling")
+            robot = robots.get(scenario.robot)
+            self._episode = Episode(robot, world, scenario, text, self.time_s)
+            self._publish_episode()
             self._set_instruction("")
         return True, f"{scenario.name} seed {self._cfg['seed']}: settling"
 
@@ -330,41 +315,19 @@ class SimNode(Node):
         response.success, response.message = self.reset_episode()
         return response
 
-    def _set_state(self, state: str) -> None:
-        self._state = state
-        self._state_since = self.time_s
-        self._publish_episode()
-
     def _set_instruction(self, text: str) -> None:
         if self._cfg["publish_instruction"]:
             self._instruction_pub.publish(String(data=text))
 
     def _publish_episode(self) -> None:
-        world, scenario = self._world, self._scenario
-        if world is None or scenario is None:
+        episode = self._episode
+        if episode is None:
             return
-        layout = world.layout
-        status = {
-            "state": self._state,
-            "t": round(self.time_s, 6),
-            "scenario": scenario.name,
-            "source": scenario.source,
-            "seed": layout.seed,
-            "instruction": self._instruction,
-            "robot": scenario.robot,
-            "layout": {
-                "start": layout.start,
-                "cup": layout.cup,
-                "boxes": [[b.x, b.y, b.yaw, *b.size] for b in layout.boxes],
-                "blocks": [list(block) for block in layout.blocks],
-            },
-            "frames": self._episode_frames,
-            "sync_holds": self.controller_hold.holds,
-            "sync_timeouts": self.controller_hold.timeouts,
-            "result": world.result.as_dict(),
-        }
-        if self._state == "done":
-            self.episodes.append({**status, "trajectory": list(world.trajectory)})
+        status = episode.status(self.time_s)
+        status["sync_holds"] = self.controller_hold.holds
+        status["sync_timeouts"] = self.controller_hold.timeouts
+        if episode.state == "done":
+            self.episodes.append({**status, "trajectory": list(episode.world.trajectory)})
         self._episode_pub.publish(String(data=json.dumps(status, allow_nan=False, default=str)))
 
     # ------------------------------------------------------------------ stepping
@@ -372,20 +335,22 @@ class SimNode(Node):
         """The safety node's output for `robot`, in its action space's axes; the other robot's
         topic is ignored while this one is simulated."""
         with self._lock:
-            if self._scenario is not None and self._scenario.robot == robot:
-                self._command = robots.get(robot).space.from_twist(twist_vector(msg))
-                self._command_t = self.time_s
+            episode = self._episode
+            if episode is not None and episode.robot.name == robot:
+                episode.take_command(episode.robot.space.from_twist(twist_vector(msg)), self.time_s)
 
     def _on_gripper(self, msg: Float64) -> None:
         with self._lock:
-            self._gripper = msg.data
+            if self._episode is not None:
+                self._episode.take_gripper(msg.data)
 
     def _waiting_for_controller(self) -> bool:
         """Co-simulation sync: on a loaded machine the executor can fall behind the wall timer;
         instead of letting sim time run away from the controller (which would look like the
         safety node going silent), hold the clock until its next command, for a bounded time."""
         lag = self._cfg["sync_lag_s"]
-        if lag <= 0.0 or self.time_s - self._command_t <= lag or self._command_t == -math.inf:
+        command_t = self._episode.command_t if self._episode is not None else -math.inf
+        if lag <= 0.0 or self.time_s - command_t <= lag or command_t == -math.inf:
             self.controller_hold.release()
             return False
         return self.controller_hold.holding(self._cfg["sync_timeout_s"])
@@ -408,34 +373,25 @@ class SimNode(Node):
             self._steps += 1
             self.time_s = self._steps * dt
             self._clock_pub.publish(Clock(clock=_stamp(self.time_s)))
-            world = self._world
-            if world is None:
+            episode = self._episode
+            if episode is None:
                 return
-            fresh = self.time_s - self._command_t <= self._cfg["command_timeout_s"]
-            command = self._command if fresh else (0.0,) * len(self._command)
-            if self._state == "settling":
-                if self.time_s - self._state_since >= self._cfg["settle_s"] and not any(command):
-                    self._set_state("running")
-                    self._set_instruction(self._instruction)
-            elif self._state == "running":
-                arm = len(command) == 6
-                result = world.step((command, self._gripper) if arm else command)
-                if result.done:
-                    self._set_state("done")
-                    self._set_instruction("")
-            self._publish_sensors(world)
+            entered = episode.advance(self.time_s, cfg["settle_s"], cfg["command_timeout_s"])
+            if entered is not None:
+                self._publish_episode()
+                self._set_instruction(episode.instruction if entered == "running" else "")
+            self._publish_sensors(episode)
 
-    def _publish_sensors(self, world: Any) -> None:
-        t = self.time_s
-        if len(self._command) == 6:
+    def _publish_sensors(self, episode: Episode) -> None:
+        t, world = self.time_s, episode.world
+        if episode.robot.space.platform == "arm":
             self._publish_pose(world, t)
         else:
             self._publish_mobile(world, t)
         if t + 1e-9 >= self._next_camera and self._frames is not None:
             self._next_camera = t + 1.0 / self._cfg["camera_rate_hz"]
             self._frames.submit(world, world.snapshot(), t, self._cfg["camera_noise_std"])
-            if self._state == "running":
-                self._episode_frames += 1
+            episode.count_frame()
 
     def _publish_pose(self, world: Any, t: float) -> None:
         (x, y, z), (qw, qx, qy, qz) = world.ee_pose()
@@ -475,8 +431,13 @@ class SimNode(Node):
             self._scan_pub.publish(laser)
 
     @property
+    def episode(self) -> Episode | None:
+        """The episode the last reset started (None before the first)."""
+        return self._episode
+
+    @property
     def state(self) -> str:
-        return self._state
+        return self._episode.state if self._episode is not None else "idle"
 
     def destroy_node(self) -> None:
         """Stop the render worker (it closes its GL context) before the publishers go."""
