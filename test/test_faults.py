@@ -32,6 +32,20 @@ def test_time_to_zero_is_when_the_output_stays_zero_not_its_first_dip():
     assert table["meets_zero_target"] is False
 
 
+def test_a_silent_output_leaves_the_last_command_in_force():
+    """A stalled /clock silences the output: the base keeps the last command until the
+    steady-clock guard's zero arrives, and that is the time to zero, not the onset."""
+    moving = [0.3] * 10
+    trial = _trial(moving, "clock-stall", cleared=3.0)
+    trial.samples.append(Sample(2.0, 0.0))
+    result = analyse(trial)
+    assert result["time_to_zero_s"] == pytest.approx(1.0)
+    assert result["distance_after_onset"] == pytest.approx(0.3 * 1.0)
+    assert result["peak_after_onset"] == 0.3
+    silent = analyse(_trial(moving, "clock-stall", cleared=3.0))
+    assert silent["time_to_zero_s"] is None, "silence with a moving command in force"
+
+
 def test_a_restart_that_drives_before_a_new_instruction_is_counted():
     speeds = [0.3] * 10 + [0.0] * 20 + [0.2] * 3 + [0.0] * 7 + [0.3] * 10
     trial = _trial(speeds, "kill-inference", cleared=2.5)
@@ -61,14 +75,15 @@ def test_a_short_drill_through_real_processes_stops_and_does_not_resume_alone(
     tiny_model_dir: Path, tmp_path: Path
 ):
     """Ordering, not timing: after each fault the output went to zero before the fault ended
-    (a frozen camera too, though its stamps stay fresh), and the restarted inference node drove
-    again only after a new instruction."""
+    (a frozen camera too, though its stamps stay fresh; a stalled /clock too, though no ROS timer
+    fires), drove again once it cleared, and the restarted inference node drove again only after
+    a new instruction."""
     import os
 
     out = tmp_path / "drill"
     argv = ["faults", "drill", "--model-dir", str(tiny_model_dir), "--out", str(out)]
     domain = os.environ.get("ROS_DOMAIN_ID")
-    faults = "kill-inference,camera-stop,camera-freeze"
+    faults = "kill-inference,camera-stop,camera-freeze,clock-stall"
     assert main([*argv, "--faults", faults, "--repeats", "1"]) == 0
     assert os.environ.get("ROS_DOMAIN_ID") == domain, "the drill leaked its domain"
     report = json.loads((out / "faults.json").read_text(encoding="utf-8"))
@@ -81,4 +96,5 @@ def test_a_short_drill_through_real_processes_stops_and_does_not_resume_alone(
     assert kill["resumed_without_instruction"] is False
     assert (out / "kill-inference.png").is_file()
     assert (out / "camera-stop.png").is_file()
+    assert (out / "clock-stall.png").is_file()
     assert {t["fault"] for t in report["trials"]} == set(faults.split(","))

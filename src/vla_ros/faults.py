@@ -12,8 +12,14 @@ instruction (it must not).
 
 Faults: `kill-inference` (SIGKILL, restart 3 s later, as launch `respawn` would), `camera-stop`
 (no frames for 2 s), `camera-freeze` (the same image with new stamps for 2 s), `cmd-delay`
-(policy commands 300 ms late for 3 s), `cmd-loss` (half of them dropped for 3 s) and
-`instruction-spam` (10 alternating instructions per second for 3 s). Times are wall-clock on this
+(policy commands 300 ms late for 3 s), `cmd-loss` (half of them dropped for 3 s),
+`instruction-spam` (10 alternating instructions per second for 3 s), `scan-dropout` and
+`clock-stall`. Those two get a stack of their own. `scan-dropout` runs behind the safety node's
+lidar guard (`config/mobile_lidar_guard.yaml` over the base file; without it no node reads the
+lidar): the driver publishes a clear `/scan` at 10 Hz and stops it for 2 s. For `clock-stall` the
+nodes run on sim time (`use_sim_time`) with the driver as the simulator: it publishes `/clock` at
+200 Hz, 1:1 with wall time, and stamps its frames with it; the stall stops both for 2 s, as a
+frozen simulator does, and time then goes on from where it stopped. Times are wall-clock on this
 machine: the summary records its load (`vla_ros.bench.conditions`).
 """
 
@@ -42,8 +48,16 @@ FAULTS = (
     "cmd-delay",
     "cmd-loss",
     "instruction-spam",
+    "scan-dropout",
+    "clock-stall",
 )
-FAULT_S = {"camera-stop": 2.0, "camera-freeze": 2.0, "kill-inference": 3.0}
+FAULT_S = {
+    "camera-stop": 2.0,
+    "camera-freeze": 2.0,
+    "kill-inference": 3.0,
+    "clock-stall": 2.0,
+    "scan-dropout": 2.0,
+}
 """How long each fault lasts (3 s where not listed); a killed node restarts at its end."""
 ZERO = 1e-3
 """A command with no component above this counts as zero."""
@@ -53,7 +67,17 @@ POLICY_CMD_TOPIC = "vla/cmd_raw_policy"
 """Where the inference node publishes in the drill; the driver forwards it to vla/cmd_raw."""
 TARGET_ZERO_S = 0.5
 """Zero at the robot within this long of a fault that takes the policy's inputs away."""
-INPUT_FAULTS = ("kill-inference", "camera-stop", "camera-freeze")
+INPUT_FAULTS = ("kill-inference", "camera-stop", "camera-freeze", "clock-stall", "scan-dropout")
+"""Faults that take away an input the stack needs to move safely: the robot must stop."""
+SESSIONS = {"scan-dropout": "lidar-guard", "clock-stall": "sim-time"}
+"""Faults that need a stack of their own (started after the others'); the rest share `plain`."""
+SESSION_ORDER = ("plain", "lidar-guard", "sim-time")
+LIDAR_GUARD = "mobile_lidar_guard.yaml"
+CLOCK_HZ = 200.0
+SCAN_HZ = 10.0
+SCAN_RAYS = 360
+SCAN_CLEAR_M = 8.0
+"""Every ray of the drill's scan: nothing near, so the guard lets the policy drive."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +99,15 @@ class Trial:
 
 
 def analyse(trial: Trial) -> dict[str, Any]:
-    """What a trial shows, from the commands at the robot output alone (ROS-free)."""
+    """What a trial shows, from the commands at the robot output alone (ROS-free).
+
+    A base keeps executing the last command it got, so the one in force at the onset counts from
+    the onset until the output changes it: an output that falls silent (a stalled /clock stops
+    every ROS timer) is not a stop."""
+    before = [s for s in trial.samples if s.t < trial.onset_s]
     window = [s for s in trial.samples if trial.onset_s <= s.t <= trial.cleared_s]
+    if before:
+        window.insert(0, Sample(trial.onset_s, before[-1].speed))
     # Zero for good: after the last moving command of the fault window (a policy's own output
     # touches zero now and then; that is not the stack stopping). Still moving at the window's
     # end = never zeroed.
@@ -89,7 +120,6 @@ def analyse(trial: Trial) -> dict[str, Any]:
     else:
         zero = next(s.t for s in window if s.t > moving[-1]) - trial.onset_s
     distance = sum(a.speed * (b.t - a.t) for a, b in itertools.pairwise(window) if b.t > a.t)
-    before = [s for s in trial.samples if s.t < trial.onset_s]
     result: dict[str, Any] = {
         "fault": trial.fault,
         "time_to_zero_s": None if zero is None else round(zero, 3),
@@ -154,8 +184,11 @@ def summarise(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
 class _Stack:
     """The three nodes as processes, started like `vla.launch.py` starts them."""
 
-    def __init__(self, model_dir: Path, params: Path, log_dir: Path) -> None:
+    def __init__(
+        self, model_dir: Path, params: Sequence[Path], log_dir: Path, sim_time: bool
+    ) -> None:
         self.model_dir, self.params, self.log_dir = model_dir, params, log_dir
+        self.sim_time = sim_time
         self.processes: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str) -> None:
@@ -167,10 +200,13 @@ class _Stack:
                 ["-p", f"model_dir:={self.model_dir}", "-p", f"cmd_topic:={POLICY_CMD_TOPIC}"],
             ),
         }[name]
+        if self.sim_time:
+            extra = [*extra, "-p", "use_sim_time:=true"]
+        files = [arg for path in self.params for arg in ("--params-file", str(path))]
         code = f"import sys; from vla_ros.nodes.{module} import main; sys.exit(main())"
         log = (self.log_dir / f"{name}.log").open("a", encoding="utf-8")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-c", code, "--ros-args", "--params-file", str(self.params), *extra],
+            [sys.executable, "-c", code, "--ros-args", *files, *extra],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -195,13 +231,14 @@ class _Stack:
 class _Driver:
     """Camera, operator and the command path between inference and safety, in one node."""
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, sim_time: bool, scan: bool) -> None:
         from geometry_msgs.msg import Twist
         from rclpy.node import Node
-        from sensor_msgs.msg import Image
+        from rosgraph_msgs.msg import Clock
+        from sensor_msgs.msg import Image, LaserScan
         from std_msgs.msg import String
 
-        from vla_ros.transport import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+        from vla_ros.transport import CLOCK_QOS, COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 
         self.node = Node("vla_fault_driver", context=context)
         self._image_pub = self.node.create_publisher(Image, "/camera/image_raw", SENSOR_QOS)
@@ -217,6 +254,16 @@ class _Driver:
         self._frame_index = 0
         self._rng = random.Random(0)
         self._delayed: list[tuple[float, Any]] = []
+        self.clock_stalled = False
+        self.scan_dropped = False
+        self._sim_s = 0.0 if sim_time else None
+        self._last_tick = time.monotonic()
+        if sim_time:
+            self._clock_pub = self.node.create_publisher(Clock, "/clock", CLOCK_QOS)
+            self.node.create_timer(1.0 / CLOCK_HZ, self._publish_clock)
+        if scan:
+            self._scan_pub = self.node.create_publisher(LaserScan, "/scan", SENSOR_QOS)
+            self.node.create_timer(1.0 / SCAN_HZ, self._publish_scan)
         self.node.create_timer(1.0 / CAMERA_HZ, self._publish_frame)
         self.node.create_timer(0.01, self._release_delayed)
 
@@ -229,14 +276,49 @@ class _Driver:
 
         self._instruction_pub.publish(String(data=text))
 
+    def _publish_clock(self) -> None:
+        """Sim time 1:1 with wall time, except while stalled (it then resumes where it stopped)."""
+        from rosgraph_msgs.msg import Clock
+
+        now = time.monotonic()
+        elapsed, self._last_tick = now - self._last_tick, now
+        if self.clock_stalled or self._sim_s is None:
+            return
+        self._sim_s += elapsed
+        self._clock_pub.publish(Clock(clock=self._stamp()))
+
+    def _stamp(self) -> Any:
+        from builtin_interfaces.msg import Time
+
+        if self._sim_s is None:
+            return self.node.get_clock().now().to_msg()
+        seconds = int(self._sim_s)
+        return Time(sec=seconds, nanosec=int((self._sim_s - seconds) * 1e9))
+
+    def _publish_scan(self) -> None:
+        from sensor_msgs.msg import LaserScan
+
+        if self.scan_dropped or self.clock_stalled:
+            return
+        msg = LaserScan()
+        msg.header.stamp = self._stamp()
+        msg.header.frame_id = "base_link"
+        msg.angle_increment = 2 * math.pi / SCAN_RAYS
+        msg.angle_min = -math.pi
+        msg.angle_max = msg.angle_min + msg.angle_increment * (SCAN_RAYS - 1)
+        msg.scan_time = 1.0 / SCAN_HZ
+        msg.range_min, msg.range_max = 0.05, 2 * SCAN_CLEAR_M
+        msg.ranges = [SCAN_CLEAR_M] * SCAN_RAYS
+        self._scan_pub.publish(msg)
+
     def _publish_frame(self) -> None:
         import numpy as np
         from sensor_msgs.msg import Image
 
-        if self.camera == "stopped":
-            return
+        if self.camera == "stopped" or self.clock_stalled:
+            return  # a frozen simulator renders no frames either
         msg = Image()
-        msg.header.stamp = self.node.get_clock().now().to_msg()
+        msg.header.stamp = self._stamp()
         msg.header.frame_id = "camera"
         msg.height, msg.width, msg.encoding, msg.step = 224, 224, "rgb8", 224 * 3
         if self.camera != "frozen" or self._frozen is None:
@@ -302,20 +384,48 @@ def run_drill(
     out: Path,
     start_timeout_s: float = 120.0,
 ) -> dict[str, Any]:
-    """Start the stack, run every fault `repeats` times, write `faults.json` and the plots."""
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
-
-    from vla_ros.bench import conditions
+    """Start the stack, run every fault `repeats` times, write `faults.json` and the plots.
+    Faults in `SESSIONS` get a stack of their own (sim time, or behind the lidar guard)."""
+    from vla_ros.bench import conditions, write_report
 
     started = conditions()
     out.mkdir(parents=True, exist_ok=True)
-    stack = _Stack(model_dir, params, out)
+    trials: list[Trial] = []
+    for kind in SESSION_ORDER:
+        session = [f for f in faults if SESSIONS.get(f, "plain") == kind]
+        if session:
+            trials += _session(model_dir, params, session, repeats, out, kind, start_timeout_s)
+    results = [analyse(trial) for trial in trials]
+    report = {"faults": summarise(results), "trials": results, "repeats": repeats}
+    write_report(out / "faults.json", report, started)
+    _plot(trials, out)
+    return report
+
+
+def _session(
+    model_dir: Path,
+    params: Path,
+    faults: Sequence[str],
+    repeats: int,
+    out: Path,
+    kind: str,
+    start_timeout_s: float,
+) -> list[Trial]:
+    """One stack through `repeats` rounds of `faults`: `plain` (wall time, the parameter file
+    alone), `lidar-guard` (its overlay on top, the driver's scan) or `sim-time` (the driver's
+    /clock)."""
+    import rclpy
+    from rclpy.context import Context
+
+    from vla_ros.files import config_file
+    from vla_ros.transport import make_executor
+
+    files = [params, config_file(LIDAR_GUARD)] if kind == "lidar-guard" else [params]
+    stack = _Stack(model_dir, files, out, sim_time=kind == "sim-time")
     context = Context()
     rclpy.init(args=[], context=context)
-    driver = _Driver(context)
-    executor = SingleThreadedExecutor(context=context)
+    driver = _Driver(context, sim_time=kind == "sim-time", scan=kind == "lidar-guard")
+    executor = make_executor(context)
     executor.add_node(driver.node)
     spinner = threading.Thread(target=executor.spin, name="fault_driver", daemon=True)
     spinner.start()
@@ -345,13 +455,7 @@ def run_drill(
         executor.shutdown()
         driver.node.destroy_node()
         rclpy.shutdown(context=context)
-    results = [analyse(trial) for trial in trials]
-    report = {"faults": summarise(results), "trials": results, "repeats": repeats}
-    from vla_ros.bench import write_report
-
-    write_report(out / "faults.json", report, started)
-    _plot(trials, out)
-    return report
+    return trials
 
 
 def _inject(fault: str, driver: _Driver, stack: _Stack) -> Trial:
@@ -371,6 +475,16 @@ def _inject(fault: str, driver: _Driver, stack: _Stack) -> Trial:
         driver.camera = "stopped" if fault == "camera-stop" else "frozen"
         time.sleep(duration)
         driver.camera = "on"
+        trial.cleared_s = time.monotonic()
+    elif fault == "scan-dropout":
+        driver.scan_dropped = True
+        time.sleep(duration)
+        driver.scan_dropped = False
+        trial.cleared_s = time.monotonic()
+    elif fault == "clock-stall":
+        driver.clock_stalled = True
+        time.sleep(duration)
+        driver.clock_stalled = False
         trial.cleared_s = time.monotonic()
     elif fault in ("cmd-delay", "cmd-loss"):
         driver.cmd_fault = "delay" if fault == "cmd-delay" else "loss"

@@ -49,6 +49,10 @@ def latched_twin_events() -> SubscriptionEventCallbacks:
     return SubscriptionEventCallbacks(incompatible_qos=lambda _status: None)
 
 
+CLOCK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+"""`/clock` from a simulator or a fault drill: only the newest time matters."""
+
+
 def make_executor(context: Context | None = None) -> SingleThreadedExecutor:
     """The executor every vla_ros process spins.
 

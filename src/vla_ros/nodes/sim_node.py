@@ -36,7 +36,6 @@ from typing import Any
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image, LaserScan
@@ -51,11 +50,9 @@ from vla_ros.sim.clock_sync import ClockHold, PolicyLockstep
 from vla_ros.sim.episode import Episode
 from vla_ros.sim.scenario import LANGUAGES, Scenario, ScenarioError, resolve_scenarios
 from vla_ros.sim.world import SENSOR_NOISE_STD, sensor_noise
-from vla_ros.transport import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+from vla_ros.transport import CLOCK_QOS, COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 
 NODE_NAME = "vla_sim"
-CLOCK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
-
 TOPIC_PARAMS: tuple[tuple[str, str, str], ...] = (
     ("camera_topic", "camera/image_raw", "rendered rgb8 camera frames"),
     ("odom_topic", "odom", "nav_msgs/Odometry (ground truth)"),
