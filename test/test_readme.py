@@ -277,7 +277,7 @@ TWINS = {
     # name: (what the user got wrong, as an edit of the block; the reason the verdict names)
     "stack absent": (
         lambda line: "true &" if " bringup " in line else line,
-        "nothing was recorded within 30 s",
+        "nothing was recorded within 10 s",
     ),
     "wrong camera topic": (
         lambda line: line.replace(" --compressed", "") if " bringup " in line else line,
@@ -285,13 +285,13 @@ TWINS = {
     ),
     "clock missing": (
         lambda line: line.replace(" --clock 200", ""),
-        "nothing was recorded within 30 s: no publisher or no /clock",
+        "nothing was recorded within 10 s: no publisher or no /clock",
     ),
 }
 """Negative twins of the replay workflow: the same block with one usual mistake. Each must end
 in a FAIL (non-zero exit) that names the reason, within the block timeout (it hung in `wait`).
-The player's wait for subscribers is shortened to keep the twins quick; the block is otherwise
-as written."""
+The player's wait for subscribers and the recorder's for a first message are shortened to keep
+the twins quick; the block is otherwise as written."""
 
 
 @pytest.mark.ros
@@ -303,7 +303,9 @@ def test_replay_negative_twins_fail_with_the_reason(twin: str, tmp_path: Path):
     written = block.text.splitlines()
     assert [edit(line) for line in written] != written, f"{twin}: the block changed"
     lines = [
-        edit(line).replace("--wait-for-subscribers 60", "--wait-for-subscribers 5")
+        edit(line)
+        .replace("--wait-for-subscribers 60", "--wait-for-subscribers 5")
+        .replace(" --duration 10 --overwrite &", " --duration 10 --wait 10 --overwrite &")
         for line in written
     ]
     run = run_script("\n".join(lines), scratch_dir(tmp_path))
