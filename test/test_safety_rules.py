@@ -344,6 +344,58 @@ def test_a_clock_frozen_at_any_phase_brakes_on_steady_time(phase, last_command):
     assert elapsed <= bound
 
 
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), after=st.integers(0, 4))
+def test_a_clock_frozen_after_any_late_output_tick_still_brakes_on_steady_time(seed, after):
+    """As the node sees it: a 200 Hz /clock with jitter, the output timer firing on the first
+    update past each deadline (ticks 15-25 ms apart, not one period) and stepping on every
+    policy command too (`control_rate_hz` 20, published on arrival); the clock then moves on
+    short of the next deadline and stops. Zero must still come within the guard's limit plus
+    the braking time.
+    Measured through the real nodes before the fix: a freeze after a late tick left the robot
+    on its last speed for the whole 2 s stall."""
+    import random
+
+    rng = random.Random(seed)
+    config = shipped("mobile3")
+    validator = SafetyValidator(config)
+    period = 1.0 / config.output_rate_hz
+    ros, steady = 100.0 + rng.uniform(0.0, 0.01), 5000.0
+    deadline, next_command = 100.0 + period, 100.0
+    last_tick = steady
+    while ros < 104.0:
+        step = rng.uniform(0.003, 0.007)
+        ros += step
+        steady += step
+        if ros >= next_command:
+            next_command += 0.05
+            validator.submit_command((0.5, 0.0, 0.0), None, None, ros, steady_s=steady)
+            validator.step(ros, steady_s=steady)
+        if ros >= deadline - 1e-12:
+            while deadline <= ros + 1e-12:
+                deadline += period
+            out = validator.step(ros, steady_s=steady)
+            last_tick = steady
+    for _ in range(after):
+        step = rng.uniform(0.003, 0.007)
+        if ros + step >= deadline - 1e-12:
+            break
+        ros += step
+        steady += step
+    speed = out.motion[0]
+    assert speed == pytest.approx(0.5)
+    limit = steady_limit(config.command_timeout)
+    guard = last_tick
+    while True:
+        guard += period
+        if guard - last_tick <= limit:
+            continue
+        if validator.step(ros, steady_s=guard).motion == (0.0, 0.0, 0.0):
+            break
+        assert guard - last_tick < 10.0, "never stopped under a frozen clock"
+    assert guard - last_tick <= limit + speed / config.max_decel[0] + 2 * period
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     real_time_factor=st.floats(0.05, 1.0),

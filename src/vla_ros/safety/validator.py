@@ -179,7 +179,8 @@ class SafetyValidator:
         self._fault_times: deque[float] = deque()
         self._last_steady: float | None = None
         self._steady_now: float | None = None
-        self._ros_moved: tuple[float, float] | None = None
+        self._ros_seen: deque[tuple[float, float]] = deque()
+        """(steady, ROS) time of the steps over the last `steady_limit` of steady time."""
         self._grippers: dict[str, _Gripper] = {}
         self._gripper_out: float | None = None
         self._estop_input = False
@@ -561,7 +562,7 @@ class SafetyValidator:
             self._scan_points = None
             self._confidence = None
             self._last_step = None
-            self._ros_moved = None
+            self._ros_seen.clear()
             self._zero_since = None
         if steady_s is not None:
             # Only callers that read the steady clock move it: a sensor update carries ROS time
@@ -682,17 +683,26 @@ class SafetyValidator:
                 self._gripper_out = self._grippers[source].value
 
     def _ros_stalled(self, now_s: float, steady: float) -> bool:
-        """ROS time has not advanced by an output period for `steady_limit` of steady time (a
-        frozen /clock): then braking runs on steady time. Advancing means a whole period, because
-        a clock that stops a few milliseconds after an output tick still moved once since that
-        tick, and taking that for a running clock restarted the stall timer and left the robot
-        on its last speed for another second. A merely slow sim clock keeps braking on ROS time,
-        so its stamps still show the configured deceleration."""
-        period = 1.0 / self._config.output_rate_hz
-        if self._ros_moved is None or now_s - self._ros_moved[0] >= period - 1e-9:
-            self._ros_moved = (now_s, steady)
-            return False
-        return steady - self._ros_moved[1] > steady_limit(self._config.command_timeout)
+        """ROS time advanced by less than an output period over the last `steady_limit` of
+        steady time (a frozen /clock): then braking runs on steady time. Measured over that
+        whole window, not since some earlier step: a clock that stops a few milliseconds after
+        an output tick, or after a tick that fired late (a timer fires on the first /clock
+        update past its deadline), has moved less than a period in the window, and taking its
+        last few milliseconds for a running clock left the robot on its last speed for another
+        second. A merely slow sim clock (real-time factor 0.05: 50 ms of ROS time a second)
+        moves more and keeps braking on ROS time, so its stamps still show the configured
+        deceleration."""
+        limit = steady_limit(self._config.command_timeout)
+        seen = self._ros_seen
+        if seen and steady < seen[-1][0]:
+            seen.clear()  # the steady clock went back (another process's clock, a restart)
+        seen.append((steady, now_s))
+        while len(seen) > 1 and seen[1][0] <= steady - limit:
+            seen.popleft()
+        oldest_steady, oldest_ros = seen[0]
+        if steady - oldest_steady < limit:
+            return False  # not watched for a whole window yet
+        return now_s - oldest_ros < 1.0 / self._config.output_rate_hz - 1e-9
 
     def _finish(self, output: Output) -> Output:
         self._last_output = output
