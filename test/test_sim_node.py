@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -155,6 +156,51 @@ def test_expert_eval_through_the_stack_writes_summary_bags_and_png(tmp_path) -> 
     check = check_bag(bag, default_params_file("mobile"), time_tolerance_s=0.04)
     assert check.samples > 50
     assert (out / "trajectories_2box_hori_right.png").stat().st_size > 1000
+
+
+def test_parallel_workers_run_the_same_episodes_and_report_them_in_order(tmp_path) -> None:
+    """Two worker processes (each on a domain of its own) share the episodes; the summary lists
+    them in the run's order with the languages they would have had in one process."""
+    from vla_ros.evaluate import EvalOptions, episode_jobs, run_eval
+    from vla_ros.sim.scenario import resolve_scenarios
+
+    options = EvalOptions(
+        scenarios=resolve_scenarios("1box_hori_left,2box_hori_right"),
+        out=tmp_path / "eval",
+        episodes=1,
+        seed_start=5,
+        languages=("en", "ko"),
+        real_time_factor=2.0,
+        workers=2,
+    )
+    seen = []
+    summary = run_eval(options, progress=seen.append)
+    order = [(r["scenario"], r["seed"], r["language"]) for r in summary["episode_results"]]
+    jobs = [(job.scenario.name, job.seed, job.language) for job in episode_jobs(options)]
+    assert order == jobs == [("1box_hori_left", 5, "en"), ("2box_hori_right", 5, "ko")]
+    assert sorted((r.scenario, r.seed, r.language) for r in seen) == sorted(jobs)
+    assert summary["throughput"]["workers"] == 2
+    assert summary["success_rate"] == 1.0
+    assert summary["episodes_with_foreign_publishers"] == 0
+    for result in summary["episode_results"]:
+        assert Path(result["bag"]).parent == tmp_path / "eval" / "bags"
+        assert (Path(result["bag"]) / "metadata.yaml").is_file()
+
+
+def test_episode_jobs_cycle_languages_over_the_whole_run_and_workers_are_bounded(tmp_path):
+    from vla_ros.evaluate import EvalOptions, episode_jobs
+    from vla_ros.sim.scenario import resolve_scenarios
+
+    scenarios = resolve_scenarios("1box_hori_left,1box_hori_right")
+    options = EvalOptions(scenarios=scenarios, out=tmp_path, episodes=3, languages=("en", "ko"))
+    jobs = episode_jobs(options)
+    assert [(j.scenario.name[-4:], j.seed, j.language) for j in jobs] == [
+        ("left", 0, "en"), ("left", 1, "ko"), ("left", 2, "en"),
+        ("ight", 0, "ko"), ("ight", 1, "en"), ("ight", 2, "ko"),
+    ]  # fmt: skip
+    for workers in (0, 33):
+        with pytest.raises(ValueError, match="--workers must be in"):
+            EvalOptions(scenarios=scenarios, out=tmp_path, workers=workers)
 
 
 @pytest.mark.parametrize("trigger", ["event", "every-frame"])

@@ -50,6 +50,11 @@ def record_topics(robot: str, demonstrations: bool = False) -> tuple[str, ...]:
     return (*sim_robot.command_topics(), sim_robot.state_topic, *COMMON_TOPICS, *extra)
 
 
+WORKER_DOMAINS = range(201, 233)
+"""ROS domains the parallel workers draw from: outside the test suite's 1-200, so a worker never
+meets another run's nodes (the fault drill draws from the same range)."""
+SYNC_COUNTS = ("holds", "timeouts", "inference_holds", "inference_timeouts")
+"""The clock holds a run counts; parallel workers' add up."""
 SYNC_LAG_S = 0.04
 """The sim holds its clock while the safety node's newest /cmd_vel is older than this (two
 50 Hz periods), so a busy machine slows the run down instead of faking silent outputs."""
@@ -81,6 +86,9 @@ class EvalOptions:
     """Overrides every scenario's time limit (the sim node's `time_limit_s`)."""
     extra_topics: tuple[str, ...] = ()
     """Also recorded in every episode bag (e.g. the camera and the predicted path, to animate)."""
+    workers: int = 1
+    """Simulator + stack processes running episodes side by side, each on a ROS domain of its
+    own; the episodes, their results and the summary are the same for any number."""
 
     def __post_init__(self) -> None:
         if self.driver not in ("expert", "policy"):
@@ -93,6 +101,8 @@ class EvalOptions:
             raise ValueError(f"--seeds must be >= 0, got {self.seed_start}")
         if not self.scenarios:
             raise ValueError("no scenarios to run")
+        if not 1 <= self.workers <= len(WORKER_DOMAINS):
+            raise ValueError(f"--workers must be in [1, {len(WORKER_DOMAINS)}], got {self.workers}")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise ValueError(f"--time-limit must be > 0, got {self.time_limit_s}")
         robots = {s.robot for s in self.scenarios}
@@ -110,6 +120,23 @@ class EvalOptions:
     @property
     def robot(self) -> str:
         return self.scenarios[0].robot
+
+
+@dataclass(frozen=True)
+class Job:
+    """One episode to run: the language follows the episode's place in the whole run."""
+
+    scenario: Scenario
+    seed: int
+    language: str
+
+
+def episode_jobs(options: EvalOptions) -> list[Job]:
+    """Every episode of the run in order: scenarios, then seeds; languages cycle per episode."""
+    seeds = range(options.seed_start, options.seed_start + options.episodes)
+    pairs = [(scenario, seed) for scenario in options.scenarios for seed in seeds]
+    languages = options.languages
+    return [Job(sc, seed, languages[i % len(languages)]) for i, (sc, seed) in enumerate(pairs)]
 
 
 @dataclass
@@ -303,8 +330,115 @@ def _call(client: Any, request: Any, timeout_s: float) -> Any:
 Progress = Callable[[EpisodeRecord], None]
 
 
+@dataclass
+class _Shard:
+    """What one process ran: its records, its clock holds and the sim time it covered."""
+
+    records: list[EpisodeRecord]
+    sync: dict[str, Any]
+    sim_s: float
+
+
 def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str, Any]:
-    """Run every (scenario, seed) episode through the stack; write bags, summary.json, PNGs."""
+    """Run every (scenario, seed) episode through the stack; write bags, summary.json, PNGs.
+    With `workers` > 1 the episodes are dealt round-robin to that many processes."""
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    wall_start = time.monotonic()
+    jobs = episode_jobs(options)
+    workers = min(options.workers, len(jobs))
+    if workers == 1:
+        shards = [_run_jobs(options, jobs, progress)]
+    else:
+        shards = _run_parallel(options, jobs, workers, progress)
+    done = {(r.scenario, r.seed, r.language): r for shard in shards for r in shard.records}
+    keys = [(job.scenario.name, job.seed, job.language) for job in jobs]
+    records = [done[key] for key in keys if key in done]
+    sim_s = sum(shard.sim_s for shard in shards)
+    summary = summarise(records, options)
+    wall_s = time.monotonic() - wall_start
+    summary["sync"] = {
+        **shards[0].sync,
+        **{key: sum(shard.sync[key] for shard in shards) for key in SYNC_COUNTS},
+    }
+    summary["throughput"] = {
+        "wall_s": round(wall_s, 1),
+        "sim_s": round(sim_s, 1),
+        "achieved_real_time_factor": round(sim_s / wall_s, 3) if wall_s > 0 else 0.0,
+        "episodes_per_min": round(60.0 * len(records) / wall_s, 2) if wall_s > 0 else 0.0,
+        "workers": workers,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    plot_trajectories(records, out)
+    return summary
+
+
+def _run_parallel(
+    options: EvalOptions, jobs: Sequence[Job], workers: int, progress: Progress | None
+) -> list[_Shard]:
+    """`workers` spawned processes, each with its own ROS domain (localhost only) and its share
+    of the torch threads; records come back as they finish, a failing worker fails the run."""
+    import multiprocessing
+    import os
+    import queue as queues
+    import random
+
+    context = multiprocessing.get_context("spawn")
+    results: Any = context.Queue()
+    domains = random.SystemRandom().sample(list(WORKER_DOMAINS), workers)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    processes = [
+        context.Process(
+            target=_worker,
+            args=(options, list(jobs[k::workers]), domains[k], threads, results),
+            name=f"sim_eval_worker_{k}",
+            daemon=True,
+        )
+        for k in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    shards: list[_Shard] = []
+    try:
+        while len(shards) < workers:
+            try:
+                kind, payload = results.get(timeout=1.0)
+            except queues.Empty:
+                dead = [p.name for p in processes if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"sim eval worker(s) died: {', '.join(dead)}") from None
+                continue
+            if kind == "record" and progress is not None:
+                progress(payload)
+            elif kind == "shard":
+                shards.append(payload)
+            elif kind == "error":
+                raise RuntimeError(f"sim eval worker failed: {payload}")
+    finally:
+        for process in processes:
+            if process.is_alive() and len(shards) < workers:
+                process.terminate()
+            process.join(timeout=30)
+    return shards
+
+
+def _worker(options: EvalOptions, jobs: list[Job], domain: int, threads: int, results: Any) -> None:
+    """One parallel worker (a spawned process): set its domain and threads before rclpy and
+    torch load, run its episodes, report each record and then the shard."""
+    import os
+
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        shard = _run_jobs(options, jobs, lambda record: results.put(("record", record)))
+        results.put(("shard", shard))
+    except BaseException as exc:  # reported to the parent, which fails the run
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _run_jobs(options: EvalOptions, jobs: Sequence[Job], progress: Progress | None) -> _Shard:
+    """`jobs` through one stack in this process (one rclpy context, one executor)."""
     import rclpy
     from rclpy.context import Context
     from rclpy.parameter import Parameter
@@ -326,14 +460,12 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
     params_file = stack.resolved_params_file()
     ros_args = ros_args_for(stack)
     out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
     context = Context()
     rclpy.init(args=ros_args, context=context)
     nodes: list[Any] = []
     records: list[EpisodeRecord] = []
     spinners: list[_Spin] = []
     stop = threading.Event()
-    wall_start = time.monotonic()
     sim_s = 0.0
     policy_driven = options.driver == "policy"
     latency = float(options.inference_latency_s) if policy_driven else -1.0
@@ -382,30 +514,26 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
         spinners.append(spinner)
         bags = out / "bags"
         bags.mkdir(exist_ok=True)
-        index = 0
-        for scenario in options.scenarios:
-            for seed in range(options.seed_start, options.seed_start + options.episodes):
-                language = options.languages[index % len(options.languages)]
-                index += 1
-                record = _episode(
-                    scenario,
-                    seed,
-                    language,
-                    options,
-                    sim=sim,
-                    nodes=nodes,
-                    context=context,
-                    executor=executor,
-                    spinner=spinner,
-                    bag=bags / f"{scenario.name}_seed{seed}_{language}",
-                    reset_sim=reset_sim,
-                    reset_policy=reset_policy if options.driver == "policy" else None,
-                    stop=stop,
-                    params_file=params_file,
-                )
-                records.append(record)
-                if progress is not None:
-                    progress(record)
+        for job in jobs:
+            record = _episode(
+                job.scenario,
+                job.seed,
+                job.language,
+                options,
+                sim=sim,
+                nodes=nodes,
+                context=context,
+                executor=executor,
+                spinner=spinner,
+                bag=bags / f"{job.scenario.name}_seed{job.seed}_{job.language}",
+                reset_sim=reset_sim,
+                reset_policy=reset_policy if options.driver == "policy" else None,
+                stop=stop,
+                params_file=params_file,
+            )
+            records.append(record)
+            if progress is not None:
+                progress(record)
     except KeyboardInterrupt:
         stop.set()
     finally:
@@ -420,18 +548,7 @@ def run_eval(options: EvalOptions, progress: Progress | None = None) -> dict[str
             node.destroy_node()
         if context.ok():
             rclpy.shutdown(context=context)
-    summary = summarise(records, options)
-    wall_s = time.monotonic() - wall_start
-    summary["sync"] = sync
-    summary["throughput"] = {
-        "wall_s": round(wall_s, 1),
-        "sim_s": round(sim_s, 1),
-        "achieved_real_time_factor": round(sim_s / wall_s, 3) if wall_s > 0 else 0.0,
-        "episodes_per_min": round(60.0 * len(records) / wall_s, 2) if wall_s > 0 else 0.0,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    plot_trajectories(records, out)
-    return summary
+    return _Shard(records, sync, sim_s)
 
 
 def _episode(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -97,6 +98,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rtf", type=float, default=4.0, help="sim real-time factor of the evals")
     parser.add_argument(
         "--collect-rtf", type=float, default=8.0, help="sim real-time factor of the demos"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="`sim collect` / `sim eval --workers`: simulator + stack processes side by side, "
+        "each on a ROS domain of its own (default: 2, or 1 on a one-core machine)",
     )
     parser.add_argument(
         "--skip", nargs="*", default=[], help="stages to skip when their output exists"
@@ -204,7 +212,7 @@ def _handle(args: argparse.Namespace) -> int:
         [
             "sim", "collect", "--scenarios", args.scenarios, "--episodes",
             str(args.demo_episodes), "--seeds", str(TRAIN_SEED_START), "--out", str(demos),
-            "--rtf", str(args.collect_rtf), "--language", "both",
+            "--rtf", str(args.collect_rtf), "--language", "both", "--workers", str(args.workers),
         ],
         demos / "demos.json",
     )  # fmt: skip
@@ -238,7 +246,7 @@ def _handle(args: argparse.Namespace) -> int:
                 "sim", "eval", "--scenarios", args.scenarios, "--episodes",
                 str(args.eval_episodes), "--seeds", "0", "--driver", "policy", "--model-dir",
                 str(model_dir), "--trigger", trigger, "--language", language, "--out",
-                str(out / name), "--rtf", str(args.rtf), *extra,
+                str(out / name), "--rtf", str(args.rtf), "--workers", str(args.workers), *extra,
             ],
             out / name / "summary.json",
         )  # fmt: skip

@@ -95,6 +95,13 @@ def _common(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument(
         "--time-limit", type=float, default=None, help="override every scenario's time_limit_s"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="simulator + stack processes side by side, each on a ROS domain of its own "
+        "(201-232, localhost); the same episodes and results for any number (default: 1)",
+    )
 
 
 def _languages(choice: str) -> tuple[str, ...]:
@@ -115,6 +122,7 @@ def _options(args: argparse.Namespace, **extra: object) -> object:
         real_time_factor=args.rtf,
         params_file=args.params,
         overlay_params_files=tuple(args.params_overlay),
+        workers=args.workers,
         **extra,  # type: ignore[arg-type]
     )
 
