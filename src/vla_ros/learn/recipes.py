@@ -33,6 +33,8 @@ class Recipe:
     help: ClassVar[str]
     trains_trunk: ClassVar[bool] = True
     """False: the trunk stays frozen, and the trainer feeds the head cached ACT features."""
+    adapts_vision: ClassVar[bool] = False
+    """True: `lora_vision` (adapters on SigLIP too) means something to this recipe."""
 
     def __init__(self, options: RecipeOptions) -> None:
         self.options = options
@@ -45,7 +47,7 @@ class Recipe:
                 f"gradient_checkpointing recomputes trunk activations, but the {cls.name} recipe "
                 f"does not train the trunk (use one of {trunk_recipes()})"
             )
-        if options.lora_vision and cls.name != "lora":
+        if options.lora_vision and not cls.adapts_vision:
             raise ValueError(f"lora_vision needs the lora recipe, not {cls.name}")
 
     def prepare(self, backbone: Any) -> Any:
@@ -97,6 +99,7 @@ class HeadRecipe(Recipe):
 class LoraRecipe(Recipe):
     name = "lora"
     help = "+ LoRA adapters on the decoder"
+    adapts_vision = True
 
     def prepare(self, backbone: Any) -> Any:
         from peft import LoraConfig, get_peft_model
